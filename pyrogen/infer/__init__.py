@@ -1,0 +1,5 @@
+"""Learning rules in Pyro's ELBO style."""
+
+from pyrogen.infer.iwae import IWAE
+
+__all__ = ["IWAE"]

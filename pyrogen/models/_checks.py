@@ -1,0 +1,62 @@
+"""Input checks shared by pyrogen's models (clear errors that name the argument)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def flatten_images(x: object, num_pixels: int, image_shape: Sequence[int] | None, name: str = "x"):
+    """Return ``x`` as a ``(batch, num_pixels)`` tensor, accepting flat vectors or images.
+
+    Accepted shapes: ``(batch, D)``, ``(batch, H, W)`` and ``(batch, 1, H, W)`` with
+    ``H * W == D``. Anything else is a :class:`ValueError` that names the expected and the
+    found shape.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    expected = f"(batch, {num_pixels})"
+    if image_shape is not None:
+        expected += f" or (batch, {', '.join(map(str, image_shape))})"
+    if x.dim() == 2 and x.shape[-1] == num_pixels:
+        return x
+    if x.dim() in (3, 4) and math.prod(x.shape[1:]) == num_pixels:
+        if x.dim() == 4 and x.shape[1] != 1:
+            raise ValueError(f"{name}: expected one channel, got shape {tuple(x.shape)}")
+        return x.reshape(x.shape[0], num_pixels)
+    raise ValueError(
+        f"{name}: wrong size for this model: expected shape {expected}, "
+        f"got {tuple(x.shape)} ({math.prod(x.shape[1:]) if x.dim() > 1 else x.numel()} "
+        f"values per example)"
+    )
+
+
+def check_binary(x: torch.Tensor, name: str = "x") -> None:
+    """Raise :class:`ValueError` unless every entry of ``x`` is exactly 0 or 1.
+
+    NaN is reported as such. Costs one host synchronisation, so callers skip it when
+    validation is disabled.
+    """
+    bad = ~((x == 0) | (x == 1))
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        value = x[index].item()
+        if math.isnan(value):
+            raise ValueError(
+                f"{name} contains NaN (first at index {index}); clean the data before training"
+            )
+        raise ValueError(
+            f"{name} must be binary (0/1) for a Bernoulli likelihood, found {value!r} at "
+            f"index {index}. Binarize it first, e.g. pyrogen.data.load(name, "
+            f"binarize='dynamic') or torch.bernoulli(x)"
+        )
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise :class:`ValueError` if ``x`` contains NaN or infinity."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name} contains {x[index].item()} at index {index}")

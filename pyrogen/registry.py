@@ -1,0 +1,167 @@
+"""Model families by name: each a config dataclass and a few functions.
+
+A family entry says how to build its module from a config and the data's shape, how to
+train it (a learner for :func:`pyrogen.train.train`), how to score it by the evaluation
+protocol and how to draw samples. The CLI builds ``pyrogen train <family>`` flags from the
+config dataclass, so registering a family here is all a new model needs to appear in
+``pyrogen train --help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+FAMILIES: dict[str, Family] = {}
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a family needs to know about the data to build its module."""
+
+    num_pixels: int
+    image_shape: tuple[int, ...]
+    pixel_mean: torch.Tensor | None = None
+    dataset: str = ""
+
+
+class Family(ABC):
+    """A registered model family (see module docs)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    config_cls: ClassVar[type]
+    #: the strongest log-likelihood estimator it admits (evaluation protocol)
+    estimator: ClassVar[str]
+    default_eval_samples: ClassVar[int] = 5000
+
+    def config(self, **overrides) -> Any:
+        """A config instance with ``overrides`` applied (unknown names are an error)."""
+        names = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown option(s) {sorted(unknown)}; known: {sorted(names)}"
+            )
+        cfg = self.config_cls(**overrides)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+        return cfg
+
+    @abstractmethod
+    def build(self, config, info: DataInfo) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def learner(self, module: torch.nn.Module, config, lr: float): ...
+
+    @abstractmethod
+    def log_likelihood(self, module, config, data, num_samples: int, **kwargs): ...
+
+    @abstractmethod
+    def sample(self, module, num_samples: int) -> torch.Tensor: ...
+
+    def module_state(self, learner_state: dict) -> dict:
+        """The module's state dict inside a learner's checkpointed state."""
+        return learner_state["module"]
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: add a family to :data:`FAMILIES` under ``cls.name``."""
+    FAMILIES[cls.name] = cls()
+    return cls
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; registered: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def _choice(default, choices, help):
+    return field(default=default, metadata={"choices": tuple(choices), "help": help})
+
+
+def _opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+# --------------------------------------------------------------------------------- vae
+
+
+@dataclass
+class VAEConfig:
+    """Hyper-parameters of the VAE / IWAE family (Burda et al. 2015 architectures)."""
+
+    layers: int = _choice(
+        1, (1, 2), "stochastic layers: 1 = x-200-200-z(50); 2 = x-200-200-z1(100)-100-100-z2(50)"
+    )
+    objective: str = _choice(
+        "iwae", ("elbo", "iwae"), "training objective: the ELBO (VAE) or the IWAE bound"
+    )
+    k: int = _opt(5, "importance samples (particles) per example in the objective")
+    estimator: str = _choice(
+        "iwae", ("iwae", "dreg"), "gradient estimator of the IWAE bound (dreg: Tucker et al. 2018)"
+    )
+
+    def validate(self) -> None:
+        if self.layers not in (1, 2):
+            raise ValueError(f"layers must be 1 or 2, got {self.layers}")
+        if self.objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {self.objective!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.estimator not in ("iwae", "dreg"):
+            raise ValueError(f"estimator must be 'iwae' or 'dreg', got {self.estimator!r}")
+
+
+@register
+class VAEFamily(Family):
+    name = "vae"
+    description = "variational / importance-weighted autoencoder (Bernoulli pixels)"
+    config_cls = VAEConfig
+    estimator = "importance sampling"
+
+    def build(self, config: VAEConfig, info: DataInfo) -> torch.nn.Module:
+        from pyrogen.models.vae import VAE
+
+        return VAE.burda(
+            info.num_pixels,
+            layers=config.layers,
+            image_shape=info.image_shape,
+            pixel_mean=info.pixel_mean,
+        )
+
+    def loss(self, config: VAEConfig):
+        from pyro.infer import Trace_ELBO
+
+        from pyrogen.infer import IWAE
+
+        if config.objective == "iwae":
+            return IWAE(config.k, estimator=config.estimator, max_plate_nesting=1)
+        return Trace_ELBO(
+            num_particles=config.k, vectorize_particles=config.k > 1, max_plate_nesting=2
+        )
+
+    def learner(self, module, config: VAEConfig, lr: float):
+        from pyrogen.infer import IWAE
+        from pyrogen.train import SVILearner
+
+        # Validation reports the IWAE bound with the training k (the ELBO when k = 1).
+        return SVILearner(
+            module, self.loss(config), lr=lr, eval_loss=IWAE(config.k, max_plate_nesting=1)
+        )
+
+    def log_likelihood(self, module, config, data, num_samples: int, **kwargs):
+        from pyrogen.evaluate import log_likelihood
+
+        module.eval()
+        return log_likelihood(
+            module.model, module.guide, data, num_samples=num_samples, max_plate_nesting=1, **kwargs
+        )
+
+    def sample(self, module, num_samples: int) -> torch.Tensor:
+        return module.sample(num_samples)
