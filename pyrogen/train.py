@@ -399,7 +399,8 @@ def train(
             metrics = validate(learner, val_data, batch_size, device)
         row = {"kind": "val", "step": step, "epoch": epoch, **metrics}
         history.append(row)
-        if bar is not None:
+        every = max(1, epochs // 10)  # at most ~10 validation lines per run
+        if progress and (epoch % every == 0 or step >= total_steps):
             bar.write(
                 f"epoch {epoch} step {step}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
@@ -421,7 +422,16 @@ def train(
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for batch in epoch_batches(train_data, batch_size, seed, epoch, start=batch_in_epoch):
                 batch = _move(batch, device)
-                pending.append(learner.step(batch))
+                try:
+                    pending.append(learner.step(batch))
+                except Exception as error:
+                    # An error after a NaN (e.g. a distribution rejecting NaN parameters
+                    # under validation) is reported as the divergence it is.
+                    try:
+                        flush(bar)
+                    except TrainingDiverged as diverged:
+                        raise diverged from error
+                    raise
                 step += 1
                 batch_in_epoch += 1
                 bar.update(1)

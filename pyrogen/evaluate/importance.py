@@ -122,15 +122,22 @@ class LogLikelihood:
 
 
 def psis_khat(log_weights: np.ndarray) -> np.ndarray:
-    """PSIS Pareto :math:`\\hat k` per row of ``log_weights`` (shape ``(N, K)``), by ArviZ."""
+    """PSIS Pareto :math:`\\hat k` per row of ``log_weights`` (shape ``(N, K)``), by ArviZ
+    (0 for rows of equal weights)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arviz's notice about its refactor
         import arviz as az  # imported lazily: arviz pulls in xarray and pandas
 
+    log_weights = np.asarray(log_weights, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # arviz warns itself about large k-hat; we do it once
-        _, khat = az.psislw(np.asarray(log_weights, dtype=np.float64))
-    return np.asarray(khat, dtype=np.float64)
+        _, khat = az.psislw(log_weights)
+    khat = np.asarray(khat, dtype=np.float64)
+    # Equal weights (the proposal is the posterior) have no tail to fit; they are as
+    # reliable as importance sampling gets, so report k-hat = 0 rather than ArviZ's inf.
+    spread = log_weights.max(-1) - log_weights.min(-1)
+    khat[spread < 1e-9 * np.maximum(1.0, np.abs(log_weights).max(-1))] = 0.0
+    return khat
 
 
 def _as_batches(data, batch_size: int) -> tuple[Iterable[torch.Tensor], int]:

@@ -1,0 +1,153 @@
+"""The importance-sampling evaluator against log p(x) known in closed form."""
+
+import math
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrogen.evaluate import importance_bound, log_likelihood, psis_khat
+from pyrogen.models import VAE, LinearGaussianVAE
+
+
+def _ppca(seed=0):
+    torch.manual_seed(seed)
+    m = LinearGaussianVAE(5, 2, 0.5)
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(5, 2))
+        m.weight.copy_(q * torch.tensor([1.5, 0.8]))
+        m.bias.copy_(torch.randn(5) * 0.3)
+    return m
+
+
+def test_exact_posterior_guide_gives_the_exact_log_likelihood(float64):
+    # Every importance weight equals p(x): the estimate is exact for any K, the ESS is K.
+    m = _ppca()
+    m.set_guide_to_posterior()
+    x = m.marginal().sample((20,))
+    result = log_likelihood(m.model, m.guide, x, num_samples=50, progress=False)
+    torch.testing.assert_close(result.per_example, m.exact_log_prob(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(result.ess, torch.full((20,), 50.0), rtol=1e-10, atol=0)
+    assert result.mc_stderr < 1e-6
+
+
+def test_estimate_within_three_monte_carlo_standard_errors(float64):
+    # An imperfect (but not terrible) guide: the estimate is within 3 reported Monte Carlo
+    # standard errors of the exact mean log-likelihood (seeded).
+    m = _ppca()
+    m.set_guide_to_posterior()
+    with torch.no_grad():
+        m.guide_weight.add_(0.05 * torch.randn_like(m.guide_weight))
+        m.guide_log_scale.add_(0.3)  # wider than the posterior: bounded weights
+    x = m.marginal().sample((40,))
+    pyro.set_rng_seed(1)
+    result = log_likelihood(m.model, m.guide, x, num_samples=5000, batch_size=16, progress=False)
+    exact = m.exact_log_prob(x).mean().item()
+    assert result.khat.max() < 0.7
+    assert abs(result.mean - exact) < 3 * result.mc_stderr, (result.mean, exact, result.mc_stderr)
+    # the population standard error is the spread of log p(x) over examples / sqrt(N)
+    expected_se = m.exact_log_prob(x).std().item() / math.sqrt(40)
+    assert result.stderr == pytest.approx(expected_se, rel=0.05)
+    assert result.nll == -result.mean
+
+
+def test_bounds_are_ordered_and_below_log_likelihood(float64):
+    # ELBO = L_1 <= L_5 <= L_50 <= log p(x), each bound averaged over replicates; the
+    # comparisons allow 3 standard errors.
+    m = _ppca()
+    with torch.no_grad():
+        m.guide_weight.normal_(0, 0.3)
+        m.guide_log_scale.fill_(-0.3)
+    x = m.marginal().sample((4,))
+    log_px = m.exact_log_prob(x)
+    bounds = {}
+    for k in (1, 5, 50):
+        pyro.set_rng_seed(k)
+        bounds[k] = importance_bound(m.model, m.guide, x, k, num_replicates=400)
+    # the k = 1 bound is the ELBO, known in closed form
+    mean1, se1 = bounds[1]
+    assert torch.all((mean1 - m.exact_elbo(x)).abs() < 4 * se1)
+    for lo, hi in ((1, 5), (5, 50)):
+        (m_lo, s_lo), (m_hi, s_hi) = bounds[lo], bounds[hi]
+        assert torch.all(m_lo < m_hi + 3 * torch.sqrt(s_lo**2 + s_hi**2)), (lo, hi)
+        assert torch.all(m_hi - m_lo > 0), (lo, hi)  # strictly tighter here (gap >> noise)
+    m50, s50 = bounds[50]
+    assert torch.all(m50 < log_px + 3 * s50)
+
+
+@pytest.mark.filterwarnings("ignore:PSIS k-hat")
+def test_chunking_over_particles_and_data_does_not_change_the_estimate():
+    vae = VAE(12, (3,), ((8,),))
+    x = (torch.rand(10, 12) < 0.4).float()
+    pyro.set_rng_seed(0)
+    a = log_likelihood(vae.model, vae.guide, x, num_samples=60, batch_size=10, progress=False)
+    pyro.set_rng_seed(0)
+    b = log_likelihood(
+        vae.model,
+        vae.guide,
+        x,
+        num_samples=60,
+        batch_size=10,
+        particle_batch_size=60,
+        progress=False,
+    )
+    torch.testing.assert_close(a.per_example, b.per_example)
+    c = log_likelihood(
+        vae.model,
+        vae.guide,
+        x,
+        num_samples=60,
+        batch_size=3,
+        particle_batch_size=7,
+        progress=False,
+    )
+    assert c.per_example.shape == (10,)
+    assert torch.all(c.ess <= 60 + 1e-6) and torch.all(c.ess >= 1 - 1e-6)
+
+
+def test_khat_flags_a_heavy_tailed_proposal(float64):
+    m = _ppca()
+    m.set_guide_to_posterior()
+    x = m.marginal().sample((30,))
+    good = log_likelihood(m.model, m.guide, x, num_samples=500, progress=False)
+    with torch.no_grad():
+        m.guide_log_scale.sub_(1.5)  # proposal far too narrow: weights heavy-tailed
+    with pytest.warns(UserWarning, match="k-hat"):
+        bad = log_likelihood(m.model, m.guide, x, num_samples=500, progress=False)
+    assert bad.khat_share > 0.5 and good.khat_share == 0
+    assert bad.ess.median() < good.ess.median()
+    assert "k-hat" in bad.summary()
+
+
+def test_psis_khat_on_known_tails():
+    # Pareto(alpha) weights have tail index k = 1/alpha.
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(4, 4000, generator=g, dtype=torch.float64)
+    log_w = -torch.log(u) / torch.tensor([[0.5], [1.0], [2.0], [4.0]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        khat = psis_khat(log_w.numpy())
+    assert khat == pytest.approx([2.0, 1.0, 0.5, 0.25], abs=0.15)
+
+
+def test_global_latents_are_rejected():
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(0.0, 0.5))
+
+    with pytest.raises(ValueError, match="inside the data plate"):
+        log_likelihood(model, guide, torch.zeros(5), num_samples=10, progress=False)
+
+
+def test_bad_arguments():
+    vae = VAE(12, (3,), ((8,),))
+    with pytest.raises(ValueError, match="num_samples"):
+        log_likelihood(vae.model, vae.guide, torch.zeros(2, 12), num_samples=0)
+    with pytest.raises(TypeError, match="data"):
+        log_likelihood(vae.model, vae.guide, 3.0, num_samples=5)
