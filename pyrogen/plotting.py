@@ -16,7 +16,7 @@ def image_grid(
     """Tile ``images`` (``(N, H*W)`` or ``(N, H, W)``, values in [0, 1]) into one array.
 
     :param int nrow: images per row (default: a square grid).
-    :param int pad: pixels of white space between images.
+    :param int pad: pixels of blank (0, no ink) space between images.
     """
     images = torch.as_tensor(images).detach().float().cpu()
     h, w = (int(s) for s in image_shape)
@@ -30,7 +30,7 @@ def image_grid(
     n = images.shape[0]
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
-    grid = np.ones((ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    grid = np.zeros((ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(images):
         r, c = divmod(i, nrow)
         y, x = pad + r * (h + pad), pad + c * (w + pad)

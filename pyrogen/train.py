@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyrogen._rng import get_rng_state, preserved_rng, set_rng_state
 
@@ -184,6 +184,11 @@ class SVILearner:
             value = torch.as_tensor(self.eval_loss.loss(self.model, self.guide, batch))
         return {"loss": _per_example(value.detach(), batch)}
 
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every parameter group (used by ``lr_schedule``)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
 
@@ -289,6 +294,7 @@ def train(
     max_steps: int | None = None,
     resume: bool = True,
     progress: bool = True,
+    lr_schedule: Callable[[int], float] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``learner`` on ``train_data`` (a tensor of examples or a Dataset).
@@ -305,6 +311,9 @@ def train(
         ``None`` writes one per epoch.
     :param int log_every: steps between progress updates (and NaN checks: the only host
         syncs of the loop).
+    :param lr_schedule: ``epoch -> learning rate``, applied through ``learner.set_lr`` at
+        the start of every epoch (a function of the epoch only, so resuming is exact).
+    :param callback: called with every history row (training and validation).
     :raises TrainingDiverged: when the loss becomes NaN/inf; the learner is restored to the
         last good checkpoint when there is one.
     """
@@ -420,6 +429,8 @@ def train(
     try:
         while step < total_steps:
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            if lr_schedule is not None:
+                learner.set_lr(float(lr_schedule(epoch)))
             for batch in epoch_batches(train_data, batch_size, seed, epoch, start=batch_in_epoch):
                 batch = _move(batch, device)
                 try:

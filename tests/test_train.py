@@ -178,3 +178,25 @@ def test_trains_on_cuda(tmp_path):
     assert next(learner.module.parameters()).is_cuda and result.step == 4
     state = load_checkpoint(tmp_path)
     assert state["step"] == 4
+
+
+def test_lr_schedule_is_applied_per_epoch_and_resumes_exactly(tmp_path):
+    seen = []
+
+    def schedule(epoch):
+        return 1e-2 * 0.5**epoch
+
+    def record(row):
+        if row["kind"] == "train":
+            seen.append((row["epoch"], learner.optimizer.param_groups[0]["lr"]))
+
+    learner = _learner()
+    common = dict(epochs=3, batch_size=40, seed=1, progress=False, lr_schedule=schedule)
+    train(learner, _data(), callback=record, log_every=1, **common)
+    assert {e: lr for e, lr in seen if e < 3} == {0: 1e-2, 1: 5e-3, 2: 2.5e-3}
+    # interrupted after 4 steps (epoch 1 of 3 steps each) and resumed: same result
+    half = _learner()
+    train(half, _data(), out=tmp_path, max_steps=4, checkpoint_every=4, **common)
+    resumed = _learner(seed=9)
+    train(resumed, _data(), out=tmp_path, **common)
+    _assert_same_state(learner, resumed)

