@@ -250,3 +250,23 @@ def test_trace_elbo_and_torch_optim_train_the_vae():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 100
+
+
+@pytest.mark.parametrize("estimator", ["iwae", "dreg"])
+def test_k5_gradient_at_the_posterior_is_the_exact_log_likelihood_gradient(float64, estimator):
+    # With q = p(z|x) the K-sample bound touches log p(x) and is maximal in the guide, so its
+    # exact gradient is grad_theta log p(x) (closed form) for the model and 0 for the guide.
+    m = _orthogonal_ppca()
+    m.set_guide_to_posterior()
+    x = m.marginal().sample((3,))
+    model_params = [m.weight, m.bias]
+    guide_params = [m.guide_weight, m.guide_bias, m.guide_log_scale]
+    params = model_params + guide_params
+    loss = IWAE(5, estimator=estimator, max_plate_nesting=1)
+    mean, se = _mean_grads(m, loss, x.repeat(500, 1), 40, params)
+    exact = torch.autograd.grad(-500 * m.exact_log_prob(x).sum(), model_params)
+    n_model = sum(p.numel() for p in model_params)
+    exact = torch.cat(
+        [torch.cat([g.reshape(-1) for g in exact]), torch.zeros(mean.numel() - n_model)]
+    )
+    assert torch.all((mean - exact).abs() <= 4.5 * se + 1e-8), (mean - exact) / (se + 1e-30)
