@@ -120,3 +120,21 @@ def test_sample_and_reconstruct():
     assert vae.reconstruct(x).shape == (3, 16)
     with pytest.raises(ValueError, match="num_samples"):
         vae.model(None)
+
+
+def test_every_new_batch_is_checked():
+    # The binary check runs once per batch object, never skipping a new batch.
+    vae = VAE(16, (2,), ((8,),))
+    for _ in range(3):
+        good = (torch.rand(4, 16) < 0.5).float()
+        vae.guide(good)
+        vae.model(good)
+        del good
+        bad = torch.full((4, 16), 0.5)
+        with pytest.raises(ValueError, match="binary"):
+            vae.guide(bad)
+    x = torch.zeros(4, 16)
+    vae.guide(x)
+    x[0, 0] = 0.25  # modified in place: checked again
+    with pytest.raises(ValueError, match="binary"):
+        vae.model(x)

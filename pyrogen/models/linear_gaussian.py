@@ -25,6 +25,7 @@ Sample sites: ``"z"`` (latent) and ``"x"`` (observed) inside ``pyro.plate("data"
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pyro
@@ -34,6 +35,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from pyrogen.models._checks import check_finite, flatten_images
+
+_instance_ids = itertools.count()
 
 
 class LinearGaussianVAE(PyroModule):
@@ -47,7 +50,7 @@ class LinearGaussianVAE(PyroModule):
     def __init__(
         self, num_features: int, latent_dim: int, noise_scale: float = 0.5, name: str | None = None
     ) -> None:
-        super().__init__(name=name or f"ppca{id(self)}")
+        super().__init__(name=name or f"ppca{next(_instance_ids)}")
         if noise_scale <= 0:
             raise ValueError(f"noise_scale must be positive, got {noise_scale}")
         self.num_features = int(num_features)
