@@ -1,0 +1,191 @@
+r"""Restricted Boltzmann machines as distributions over their visible units.
+
+A binary RBM has energy :math:`E(v, h) = -v^\top W h - b^\top v - c^\top h` over
+:math:`v \in \{0,1\}^V`, :math:`h \in \{0,1\}^H`, and marginal
+
+.. math::
+
+    \tilde p(v) = \sum_h e^{-E(v, h)}
+        = e^{b^\top v} \prod_{j=1}^H \big(1 + e^{c_j + (v^\top W)_j}\big),
+    \qquad F(v) = -b^\top v - \sum_j \mathrm{softplus}(c_j + (v^\top W)_j).
+
+Its conditionals factorize, :math:`p(h_j = 1 \mid v) = \sigma(c_j + (v^\top W)_j)` and
+:math:`p(v_i = 1 \mid h) = \sigma(b_i + (W h)_i)`, which gives block Gibbs sampling [1];
+summing :math:`v` out instead,
+:math:`\tilde p(h) = e^{c^\top h} \prod_i (1 + e^{b_i + (W h)_i})`, so :math:`Z` is a sum over
+the :math:`2^{\min(V, H)}` states of the smaller layer.
+
+The parameters describe one RBM; ``batch_shape`` only broadcasts it (as ``pyro.plate``
+does through :meth:`expand`).
+
+**References**
+
+[1] Training Products of Experts by Minimizing Contrastive Divergence. Geoffrey E. Hinton.
+    2002.
+
+[2] On the Quantitative Analysis of Deep Belief Networks. Ruslan Salakhutdinov, Iain Murray.
+    2008.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import constraints
+
+from pyrogen.distributions.energy import EnergyBasedDistribution, binary_states
+
+#: rows of enumerated states processed at once (memory bound of exact log Z)
+_ENUM_CHUNK = 1 << 14
+
+
+def _check_weight(weight, visible_bias, hidden_bias):
+    for name, t, dim in (
+        ("weight", weight, 2),
+        ("visible_bias", visible_bias, 1),
+        ("hidden_bias", hidden_bias, 1),
+    ):
+        if not isinstance(t, torch.Tensor) or t.dim() != dim:
+            raise ValueError(
+                f"{name} must be a {dim}-D tensor, got "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+            )
+    V, H = weight.shape
+    if visible_bias.shape != (V,) or hidden_bias.shape != (H,):
+        raise ValueError(
+            f"weight has shape (num_visible, num_hidden) = {(V, H)}, so visible_bias must have "
+            f"shape ({V},) and hidden_bias ({H},); got {tuple(visible_bias.shape)} and "
+            f"{tuple(hidden_bias.shape)}"
+        )
+
+
+class BernoulliRBM(EnergyBasedDistribution):
+    r"""Binary-binary RBM over :math:`v \in \{0,1\}^V` (see module docs).
+
+    :param torch.Tensor weight: :math:`W`, shape ``(num_visible, num_hidden)``.
+    :param torch.Tensor visible_bias: :math:`b`, shape ``(num_visible,)``.
+    :param torch.Tensor hidden_bias: :math:`c`, shape ``(num_hidden,)``.
+    :param int gibbs_steps: sweeps of :meth:`sample` (default 1000).
+    """
+
+    arg_constraints = {
+        "weight": constraints.independent(constraints.real, 2),
+        "visible_bias": constraints.independent(constraints.real, 1),
+        "hidden_bias": constraints.independent(constraints.real, 1),
+    }
+    support = constraints.independent(constraints.boolean, 1)
+    has_rsample = False
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        visible_bias: torch.Tensor,
+        hidden_bias: torch.Tensor,
+        *,
+        gibbs_steps: int = 1000,
+        validate_args: bool | None = None,
+    ) -> None:
+        _check_weight(weight, visible_bias, hidden_bias)
+        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
+        self.default_gibbs_steps = int(gibbs_steps)
+        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
+
+    @property
+    def num_visible(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def num_hidden(self) -> int:
+        return self.weight.shape[1]
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
+        super(EnergyBasedDistribution, new).__init__(
+            torch.Size(batch_shape), self.event_shape, validate_args=False
+        )
+        new._validate_args = self._validate_args
+        return new
+
+    def _parameters(self):
+        return (self.weight, self.visible_bias, self.hidden_bias)
+
+    # ---- conditionals ---------------------------------------------------------------
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        """Log-odds of :math:`p(h = 1 \\mid v)`: :math:`c + v^\\top W`."""
+        return torch.addmm(self.hidden_bias, v.reshape(-1, v.shape[-1]), self.weight).reshape(
+            v.shape[:-1] + (self.num_hidden,)
+        )
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Log-odds of :math:`p(v = 1 \\mid h)`: :math:`b + W h`."""
+        return torch.addmm(self.visible_bias, h.reshape(-1, h.shape[-1]), self.weight.T).reshape(
+            h.shape[:-1] + (self.num_visible,)
+        )
+
+    def hidden_given_visible(self, v: torch.Tensor) -> torch.distributions.Bernoulli:
+        """:math:`p(h \\mid v)`, a factorized Bernoulli."""
+        return torch.distributions.Bernoulli(logits=self.hidden_logits(v), validate_args=False)
+
+    def visible_given_hidden(self, h: torch.Tensor) -> torch.distributions.Bernoulli:
+        """:math:`p(v \\mid h)`, a factorized Bernoulli."""
+        return torch.distributions.Bernoulli(logits=self.visible_logits(h), validate_args=False)
+
+    # ---- densities --------------------------------------------------------------------
+
+    def unnormalized_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """:math:`-F(v) = b^\\top v + \\sum_j \\mathrm{softplus}(c_j + (v^\\top W)_j)`."""
+        value = value.to(self.weight.dtype)
+        return value @ self.visible_bias + F.softplus(self.hidden_logits(value)).sum(-1)
+
+    def unnormalized_log_prob_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log \\tilde p(h) = c^\\top h + \\sum_i \\mathrm{softplus}(b_i + (W h)_i)`."""
+        h = h.to(self.weight.dtype)
+        return h @ self.hidden_bias + F.softplus(self.visible_logits(h)).sum(-1)
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """:math:`E(v, h)`."""
+        v, h = v.to(self.weight.dtype), h.to(self.weight.dtype)
+        return -((v @ self.weight) * h).sum(-1) - v @ self.visible_bias - h @ self.hidden_bias
+
+    def can_enumerate(self) -> bool:
+        return min(self.num_visible, self.num_hidden) <= self.max_enumeration
+
+    def _exact_log_partition(self) -> torch.Tensor:
+        hidden_side = self.num_hidden <= self.num_visible
+        n = self.num_hidden if hidden_side else self.num_visible
+        fn = self.unnormalized_log_prob_hidden if hidden_side else self.unnormalized_log_prob
+        parts = [
+            torch.logsumexp(fn(states), 0)
+            for states in binary_states(n, self.weight.dtype, self.weight.device, _ENUM_CHUNK)
+        ]
+        return torch.logsumexp(torch.stack(parts), 0)
+
+    def annealing_path(self, data: torch.Tensor | None = None):
+        """Salakhutdinov & Murray's AIS path from a base-rate model (see
+        :class:`pyrogen.infer.ais.RBMAnnealingPath`)."""
+        from pyrogen.infer.ais import RBMAnnealingPath
+
+        return RBMAnnealingPath(self, data)
+
+    # ---- Gibbs sampling --------------------------------------------------------------
+
+    def init_chains(self, num_chains: int):
+        """Chains started from independent fair coins."""
+        v = torch.bernoulli(
+            torch.full(
+                (num_chains, self.num_visible),
+                0.5,
+                dtype=self.weight.dtype,
+                device=self.weight.device,
+            )
+        )
+        return (v,)
+
+    def gibbs_step(self, state):
+        """:math:`h \\sim p(h \\mid v)`, then :math:`v \\sim p(v \\mid h)`; state ``(v, h)``."""
+        v = state[0]
+        h = torch.bernoulli(torch.sigmoid(self.hidden_logits(v)))
+        v = torch.bernoulli(torch.sigmoid(self.visible_logits(h)))
+        return (v, h)
