@@ -333,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         g.add_argument("--epochs", type=int, default=10, help="passes over the training set")
         g.add_argument("--batch-size", type=int, default=100, help="examples per step")
-        g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+        g.add_argument(
+            "--lr",
+            type=float,
+            default=fam.default_lr,
+            help=f"learning rate of the family's optimizer (default: {fam.default_lr})",
+        )
         _add_device(g)
         g.add_argument(
             "--seed", type=int, default=0, help="seed of initialisation, sampling and shuffling"

@@ -125,6 +125,8 @@ class SVILearner:
     :param optimizer: a ``torch.optim`` optimizer over ``module.parameters()``; by default
         ``Adam(lr=lr)``.
     :param eval_loss: the ELBO used by :meth:`evaluate` (defaults to ``loss``).
+    :param evaluate_fn: ``batch -> dict`` used by :meth:`evaluate` instead of a loss (for
+        losses whose value is not a validation number, such as contrastive divergence).
 
     Reported numbers are per example: ``loss`` is :math:`-\\text{bound}` averaged over the
     batch (in nats).
@@ -139,8 +141,10 @@ class SVILearner:
         model: Callable | None = None,
         guide: Callable | None = None,
         eval_loss=None,
+        evaluate_fn: Callable[[torch.Tensor], dict[str, Any]] | None = None,
     ) -> None:
         self.module = module
+        self.evaluate_fn = evaluate_fn
         self.model = model if model is not None else module.model
         self.guide = guide if guide is not None else module.guide
         self.loss = loss
@@ -179,6 +183,8 @@ class SVILearner:
     @torch.no_grad()
     def evaluate(self, batch: torch.Tensor) -> dict[str, Any]:
         self.module.eval()
+        if self.evaluate_fn is not None:
+            return self.evaluate_fn(batch)
         value = self._differentiable_loss(self.eval_loss, batch)
         if value is None:
             value = torch.as_tensor(self.eval_loss.loss(self.model, self.guide, batch))
@@ -190,11 +196,16 @@ class SVILearner:
             group["lr"] = lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if hasattr(self.loss, "state_dict"):  # e.g. persistent Gibbs chains
+            state["loss"] = self.loss.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "loss" in state and hasattr(self.loss, "load_state_dict"):
+            self.loss.load_state_dict(state["loss"])
 
 
 # ----------------------------------------------------------------------------- data

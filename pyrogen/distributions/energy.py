@@ -149,7 +149,11 @@ class EnergyBasedDistribution(TorchDistribution):
             raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
         key = self._cache_key(method, kwargs)
         cache = self.__dict__.setdefault("_log_partition_cache", {})
-        if key in cache and (method != "exact" or not torch.is_grad_enabled()):
+        differentiable = torch.is_grad_enabled() and any(
+            p.requires_grad for p in self._parameters()
+        )
+        # an exact value under autograd is recomputed: its graph may have been freed
+        if key in cache and (method != "exact" or not differentiable):
             return cache[key]
         if method == "exact":
             if not self.can_enumerate():

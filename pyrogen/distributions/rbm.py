@@ -139,6 +139,13 @@ class BernoulliRBM(EnergyBasedDistribution):
         value = value.to(self.weight.dtype)
         return value @ self.visible_bias + F.softplus(self.hidden_logits(value)).sum(-1)
 
+    def free_energy_and_hidden_logits(self, value: torch.Tensor):
+        """:math:`F(v)` and the hidden log-odds :math:`c + v^\top W` it was computed from
+        (one matrix product for both; used by contrastive divergence)."""
+        value = value.to(self.weight.dtype)
+        pre = self.hidden_logits(value)
+        return -(value @ self.visible_bias) - F.softplus(pre).sum(-1), pre
+
     def unnormalized_log_prob_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`\\log \\tilde p(h) = c^\\top h + \\sum_i \\mathrm{softplus}(b_i + (W h)_i)`."""
         h = h.to(self.weight.dtype)
@@ -185,7 +192,11 @@ class BernoulliRBM(EnergyBasedDistribution):
 
     def gibbs_step(self, state):
         """:math:`h \\sim p(h \\mid v)`, then :math:`v \\sim p(v \\mid h)`; state ``(v, h)``."""
-        v = state[0]
-        h = torch.bernoulli(torch.sigmoid(self.hidden_logits(v)))
+        return self.gibbs_step_from_logits(self.hidden_logits(state[0]))
+
+    def gibbs_step_from_logits(self, hidden_logits: torch.Tensor):
+        """A Gibbs sweep that starts from already computed hidden log-odds of the current
+        visible state; returns ``(v, h)``."""
+        h = torch.bernoulli(torch.sigmoid(hidden_logits))
         v = torch.bernoulli(torch.sigmoid(self.visible_logits(h)))
         return (v, h)

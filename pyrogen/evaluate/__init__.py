@@ -1,5 +1,6 @@
 """Log-likelihood estimators with reliability diagnostics."""
 
+from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.importance import (
     LogLikelihood,
     importance_bound,
@@ -7,4 +8,10 @@ from pyrogen.evaluate.importance import (
     psis_khat,
 )
 
-__all__ = ["LogLikelihood", "importance_bound", "log_likelihood", "psis_khat"]
+__all__ = [
+    "LogLikelihood",
+    "energy_log_likelihood",
+    "importance_bound",
+    "log_likelihood",
+    "psis_khat",
+]

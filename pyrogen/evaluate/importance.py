@@ -85,6 +85,18 @@ class LogLikelihood:
         return float((k > KHAT_THRESHOLD).float().mean()) if k.numel() else float("nan")
 
     def summary(self) -> str:
+        if "log_z" in self.extra:  # an energy-based model: log Z shared by all examples
+            e = self.extra
+            lines = [
+                f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
+                f"(NLL {self.nll:.2f}; {self.method}, N={self.num_examples})",
+                f"  log Z = {e['log_z']:.3f} ± {e['log_z_stderr']:.3f}; sandwich on the mean "
+                f"log-likelihood [{e['log_likelihood_lower']:.2f}, "
+                f"{e['log_likelihood_upper']:.2f}]",
+            ]
+            if not torch.isnan(self.ess[0]):
+                lines.append(f"  AIS effective sample size {self.ess[0].item():.1f} chains")
+            return "\n".join(lines)
         k = self.khat[~torch.isnan(self.khat)]
         lines = [
             f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
@@ -104,6 +116,7 @@ class LogLikelihood:
 
     def to_dict(self) -> dict:
         k = self.khat[~torch.isnan(self.khat)]
+        ess = self.ess[~torch.isnan(self.ess)]
         return {
             "log_likelihood": self.mean,
             "nll": self.nll,
@@ -112,8 +125,8 @@ class LogLikelihood:
             "num_examples": self.num_examples,
             "num_samples": self.num_samples,
             "method": self.method,
-            "ess_median": float(self.ess.median()),
-            "ess_min": float(self.ess.min()),
+            "ess_median": float(ess.median()) if ess.numel() else None,
+            "ess_min": float(ess.min()) if ess.numel() else None,
             "khat_median": float(k.median()) if k.numel() else None,
             "khat_max": float(k.max()) if k.numel() else None,
             "khat_share_above_0.7": self.khat_share if k.numel() else None,

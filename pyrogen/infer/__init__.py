@@ -1,5 +1,7 @@
-"""Learning rules in Pyro's ELBO style."""
+"""Learning rules in Pyro's ELBO style, and partition-function estimators."""
 
+from pyrogen.infer.ais import ais, ais_log_partition, default_betas
+from pyrogen.infer.cd import ContrastiveDivergence
 from pyrogen.infer.iwae import IWAE
 
-__all__ = ["IWAE"]
+__all__ = ["IWAE", "ContrastiveDivergence", "ais", "ais_log_partition", "default_betas"]

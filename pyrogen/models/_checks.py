@@ -48,7 +48,7 @@ def check_binary(x: torch.Tensor, name: str = "x") -> None:
                 f"{name} contains NaN (first at index {index}); clean the data before training"
             )
         raise ValueError(
-            f"{name} must be binary (0/1) for a Bernoulli likelihood, found {value!r} at "
+            f"{name} must be binary (0/1) for a Bernoulli likelihood, found {value:.6g} at "
             f"index {index}. Binarize it first, e.g. pyrogen.data.load(name, "
             f"binarize='dynamic') or torch.bernoulli(x)"
         )
