@@ -49,3 +49,7 @@ __all__ = [
     "read_idx",
     "verify_file",
 ]
+
+from .text import CountDataset, load_20news  # noqa: E402
+
+__all__ += ["CountDataset", "load_20news"]

@@ -235,7 +235,8 @@ def find_file(
             if not download
             else "PYROGEN_NO_DOWNLOAD is set; unset it to allow downloads"
         )
-        reason = f"Downloading is disabled ({why}); its address is {remote.url}."
+        where = f"its address is {remote.url}" if remote.url else "no download address is known"
+        reason = f"Downloading is disabled ({why}); {where}."
         raise DatasetNotFoundError(_not_found(label, remote, roots, reason))
     if remote.url is None:
         reason = "No download address is known for it."

@@ -67,6 +67,12 @@ class LogPartition:
         )
 
 
+def bernoulli_sample(probs: torch.Tensor) -> torch.Tensor:
+    """Binary samples with ``P(1) = probs``, as ``uniform < probs`` (several times faster on
+    CPU than ``torch.bernoulli``, whose kernel draws one number at a time)."""
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
+
+
 def binary_states(n: int, dtype=torch.float32, device=None, chunk: int | None = None):
     """All :math:`2^n` binary vectors of length ``n`` (rows), optionally in chunks."""
     if n > 30:

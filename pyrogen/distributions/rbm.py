@@ -33,7 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from pyrogen.distributions.energy import EnergyBasedDistribution, binary_states
+from pyrogen.distributions.energy import (
+    EnergyBasedDistribution,
+    bernoulli_sample,
+    binary_states,
+)
 
 #: rows of enumerated states processed at once (memory bound of exact log Z)
 _ENUM_CHUNK = 1 << 14
@@ -180,15 +184,8 @@ class BernoulliRBM(EnergyBasedDistribution):
 
     def init_chains(self, num_chains: int):
         """Chains started from independent fair coins."""
-        v = torch.bernoulli(
-            torch.full(
-                (num_chains, self.num_visible),
-                0.5,
-                dtype=self.weight.dtype,
-                device=self.weight.device,
-            )
-        )
-        return (v,)
+        half = self.weight.new_full((num_chains, self.num_visible), 0.5)
+        return (bernoulli_sample(half),)
 
     def gibbs_step(self, state):
         """:math:`h \\sim p(h \\mid v)`, then :math:`v \\sim p(v \\mid h)`; state ``(v, h)``."""
@@ -197,6 +194,6 @@ class BernoulliRBM(EnergyBasedDistribution):
     def gibbs_step_from_logits(self, hidden_logits: torch.Tensor):
         """A Gibbs sweep that starts from already computed hidden log-odds of the current
         visible state; returns ``(v, h)``."""
-        h = torch.bernoulli(torch.sigmoid(hidden_logits))
-        v = torch.bernoulli(torch.sigmoid(self.visible_logits(h)))
+        h = bernoulli_sample(torch.sigmoid(hidden_logits))
+        v = bernoulli_sample(torch.sigmoid(self.visible_logits(h)))
         return (v, h)

@@ -40,7 +40,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from pyrogen.distributions.energy import LogPartition
+from pyrogen.distributions.energy import LogPartition, bernoulli_sample
 
 
 def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -163,7 +163,7 @@ class RBMAnnealingPath(AnnealingPath):
 
     def sample_base(self, num_chains):
         probs = torch.sigmoid(self.base_bias).expand(num_chains, -1)
-        return (torch.bernoulli(probs),)
+        return (bernoulli_sample(probs),)
 
     def prepare(self, state):
         v = state[0]
@@ -175,6 +175,6 @@ class RBMAnnealingPath(AnnealingPath):
 
     def transition(self, state, cache, beta):
         pre = cache[2]
-        h = torch.bernoulli(torch.sigmoid(beta * pre))
+        h = bernoulli_sample(torch.sigmoid(beta * pre))
         logits = (1 - beta) * self.base_bias + beta * self.rbm.visible_logits(h)
-        return (torch.bernoulli(torch.sigmoid(logits)),)
+        return (bernoulli_sample(torch.sigmoid(logits)),)
