@@ -8,6 +8,10 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# The tests run small models, for which one thread beats two (no thread wake-ups, and no
+# collapse when another process holds the second core).
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     skip_cuda = pytest.mark.skip(reason="needs a CUDA device")

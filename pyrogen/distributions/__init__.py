@@ -1,5 +1,21 @@
 """Distributions: TorchDistribution subclasses (no training code here)."""
 
 from pyrogen.distributions.bernoulli import IndependentBernoulli, bernoulli_log_prob
+from pyrogen.distributions.dbm import DBM, DBMAnnealingPath
+from pyrogen.distributions.energy import AnnealingPath, EnergyBasedDistribution, LogPartition
+from pyrogen.distributions.gaussian_rbm import GaussianRBM
+from pyrogen.distributions.rbm import BernoulliRBM
+from pyrogen.distributions.replicated_softmax import ReplicatedSoftmaxRBM
 
-__all__ = ["IndependentBernoulli", "bernoulli_log_prob"]
+__all__ = [
+    "AnnealingPath",
+    "BernoulliRBM",
+    "DBM",
+    "DBMAnnealingPath",
+    "EnergyBasedDistribution",
+    "GaussianRBM",
+    "IndependentBernoulli",
+    "LogPartition",
+    "ReplicatedSoftmaxRBM",
+    "bernoulli_log_prob",
+]

@@ -15,6 +15,7 @@ changes (in-place optimizer updates bump tensor versions).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,31 @@ class LogPartition:
             f"LogPartition(log_z={self.log_z.tolist()} ± {self.stderr.tolist()}, {self.method}, "
             f"sandwich [{self.lower.tolist()}, {self.upper.tolist()}])"
         )
+
+
+class AnnealingPath(ABC):
+    """The ingredients of annealed importance sampling for one model (see
+    :mod:`pyrogen.infer.ais`); returned by a distribution's ``annealing_path(data=None)``."""
+
+    #: :math:`\\log Z_A` of the base distribution
+    log_z_base: torch.Tensor
+
+    @abstractmethod
+    def sample_base(self, num_chains: int):
+        """Exact samples (a state tuple) from the base distribution :math:`p_A`."""
+
+    @abstractmethod
+    def prepare(self, state):
+        """Anything of ``state`` shared by :meth:`log_f` and :meth:`transition` at every
+        temperature (e.g. the hidden pre-activation); returned as an opaque object."""
+
+    @abstractmethod
+    def log_f(self, state, cache, beta: float) -> torch.Tensor:
+        """:math:`\\log f_\\beta(x)` per chain."""
+
+    @abstractmethod
+    def transition(self, state, cache, beta: float):
+        """A sample of :math:`T_\\beta(x, \\cdot)` (a new state)."""
 
 
 def bernoulli_sample(probs: torch.Tensor) -> torch.Tensor:
@@ -188,7 +214,7 @@ class EnergyBasedDistribution(TorchDistribution):
         :attr:`default_gibbs_steps`) from ``init`` (a Gibbs state or visible tensor) or a
         random start. Approximate: exact only as ``num_steps`` grows."""
         shape = torch.Size(sample_shape)
-        n = max(1, int(torch.Size(shape).numel()))
+        n = max(1, int((shape + self.batch_shape).numel()))
         state = self.init_chains(n) if init is None else init
         if isinstance(state, torch.Tensor):
             state = (state,)

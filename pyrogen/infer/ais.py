@@ -22,8 +22,8 @@ The reported standard error is the delta-method one,
 :math:`\mathrm{se}(\log \hat Z) \approx \mathrm{sd}(w) / (\sqrt M\, \bar w)`, and the sandwich
 is :math:`\log \hat Z \pm 3\,\mathrm{se}` as in [2].
 
-A distribution supports AIS by returning an :class:`AnnealingPath` from
-``annealing_path(data=None)``.
+A distribution supports AIS by returning an
+:class:`~pyrogen.distributions.energy.AnnealingPath` from ``annealing_path(data=None)``.
 
 **References**
 
@@ -36,11 +36,10 @@ A distribution supports AIS by returning an :class:`AnnealingPath` from
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 
 import torch
 
-from pyrogen.distributions.energy import LogPartition, bernoulli_sample
+from pyrogen.distributions.energy import AnnealingPath, LogPartition, bernoulli_sample
 
 
 def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -57,30 +56,6 @@ def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> t
         torch.linspace(0.9, 1.0, n3, dtype=dtype, device=device),
     ]
     return torch.cat(parts)
-
-
-class AnnealingPath(ABC):
-    """The ingredients of AIS for one model (see module docs)."""
-
-    #: :math:`\log Z_A` of the base distribution
-    log_z_base: torch.Tensor
-
-    @abstractmethod
-    def sample_base(self, num_chains: int):
-        """Exact samples (a state tuple) from the base distribution :math:`p_A`."""
-
-    @abstractmethod
-    def prepare(self, state):
-        """Anything of ``state`` shared by :meth:`log_f` and :meth:`transition` at every
-        temperature (e.g. the hidden pre-activation); returned as an opaque object."""
-
-    @abstractmethod
-    def log_f(self, state, cache, beta: float) -> torch.Tensor:
-        """:math:`\\log f_\\beta(x)` per chain."""
-
-    @abstractmethod
-    def transition(self, state, cache, beta: float):
-        """A sample of :math:`T_\\beta(x, \\cdot)` (a new state)."""
 
 
 def ais(

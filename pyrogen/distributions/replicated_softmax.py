@@ -1,0 +1,524 @@
+r"""Replicated softmax RBM: an undirected topic model over word-count vectors.
+
+A document of :math:`D` words from a vocabulary of :math:`K` is seen as :math:`D` softmax
+units that share their weights [1]; with word counts :math:`v \in \mathbb{N}^K`,
+:math:`D = \sum_k v_k`, and binary hidden units :math:`h \in \{0,1\}^H`,
+
+.. math::
+
+    E(v, h) = -\sum_k v_k b_k - \sum_{k,j} v_k W_{kj} h_j - D \sum_j c_j h_j,
+
+with the hidden biases scaled by the document length. The conditionals are
+
+.. math::
+
+    p(h_j = 1 \mid v) = \sigma\Big(D c_j + \sum_k v_k W_{kj}\Big), \qquad
+    p(v \mid h) = \mathrm{Multinomial}\big(D,\ \mathrm{softmax}(b + W h)\big).
+
+**Two normalizations.** The model defines one distribution for each length :math:`D`.
+:math:`e^{-E(v, h)}` is the weight of *one word sequence* :math:`w_{1:D}` whose counts are
+:math:`v` (all :math:`\binom{D}{v} = D! / \prod_k v_k!` orderings of the same words have the
+same weight), and :math:`Z_D` sums it over the :math:`K^D` sequences of length :math:`D` and
+over :math:`h`. Hence
+
+.. math::
+
+    \log p(v \mid D) = \log \binom{D}{v} - F(v) - \log Z_D, \qquad
+    \log p(w_{1:D}) = -F(v) - \log Z_D,
+
+    F(v) = -b^\top v - \sum_j \mathrm{softplus}\Big(D c_j + \sum_k v_k W_{kj}\Big),
+
+    \log Z_D = \operatorname{logsumexp}_{h \in \{0,1\}^H}
+        \Big[D\, c^\top h + D \operatorname{logsumexp}_k \big(b_k + (W h)_k\big)\Big].
+
+:meth:`ReplicatedSoftmaxRBM.log_prob` is the first: a proper distribution over the count
+vectors of each length (it sums to one over them). :meth:`~ReplicatedSoftmaxRBM.sequence_log_prob`
+is the second (the probability of one particular word order; the two differ by the
+multinomial coefficient). Accordingly :meth:`~ReplicatedSoftmaxRBM.unnormalized_log_prob` and
+:meth:`~ReplicatedSoftmaxRBM.free_energy` include :math:`\log \binom{D}{v}`, and the paper's
+:math:`F` is :meth:`~ReplicatedSoftmaxRBM.sequence_free_energy`; the two only differ by a
+term that does not depend on the parameters, so their gradients agree.
+
+**Lengths.** :math:`\log Z_D` is exact by enumerating the hidden layer (at most
+:attr:`~ReplicatedSoftmaxRBM.max_enumeration` units; one pass serves every length), otherwise
+an AIS estimate per length along :class:`ReplicatedSoftmaxAnnealingPath`. ``log_prob`` uses
+the :math:`Z_D` of each document's own length. Functions that have no document to read the
+length from (:meth:`~ReplicatedSoftmaxRBM.log_partition`, :meth:`~ReplicatedSoftmaxRBM.sample`
+from scratch, :meth:`~ReplicatedSoftmaxRBM.annealing_path`) take a ``length`` argument, which
+defaults to the ``length`` given to the constructor. Gibbs sampling keeps every chain's length.
+
+The parameters describe one model; ``batch_shape`` only broadcasts it.
+
+**References**
+
+[1] Replicated Softmax: an Undirected Topic Model. Ruslan Salakhutdinov, Geoffrey E. Hinton.
+    2009.
+
+[2] On the Quantitative Analysis of Deep Belief Networks. Ruslan Salakhutdinov, Iain Murray.
+    2008.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import constraints
+
+from pyrogen.distributions.energy import (
+    AnnealingPath,
+    EnergyBasedDistribution,
+    LogPartition,
+    binary_states,
+)
+
+#: rows of enumerated hidden states processed at once (memory bound of exact log Z)
+_ENUM_CHUNK = 1 << 12
+
+
+def _check_parameters(weight, visible_bias, hidden_bias):
+    for name, t, dim in (
+        ("weight", weight, 2),
+        ("visible_bias", visible_bias, 1),
+        ("hidden_bias", hidden_bias, 1),
+    ):
+        if not isinstance(t, torch.Tensor) or t.dim() != dim:
+            raise ValueError(
+                f"{name} must be a {dim}-D tensor, got "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+            )
+    K, H = weight.shape
+    if visible_bias.shape != (K,) or hidden_bias.shape != (H,):
+        raise ValueError(
+            f"weight has shape (vocab_size, num_hidden) = {(K, H)}, so visible_bias must have "
+            f"shape ({K},) and hidden_bias ({H},); got {tuple(visible_bias.shape)} and "
+            f"{tuple(hidden_bias.shape)}"
+        )
+
+
+def _check_length(length, name: str = "length") -> int:
+    if isinstance(length, torch.Tensor):
+        if length.numel() != 1:
+            raise ValueError(
+                f"{name} must be one document length, got a tensor of shape {tuple(length.shape)}"
+            )
+        length = length.item()
+    if isinstance(length, bool) or int(length) != length or length < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {length!r}")
+    return int(length)
+
+
+def check_counts(value: torch.Tensor, vocab_size: int, name: str = "value") -> None:
+    """Raise a ``ValueError`` unless ``value`` is a tensor of word-count vectors (last dim
+    ``vocab_size``, finite non-negative integer entries), naming the first offending entry."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of word counts, got {type(value).__name__}")
+    if value.dim() < 1 or value.shape[-1] != vocab_size:
+        raise ValueError(
+            f"{name} must have shape (..., {vocab_size}) (word counts over the vocabulary), "
+            f"got {tuple(value.shape)}"
+        )
+    if value.dtype == torch.bool:
+        return
+    if value.is_floating_point():
+        bad = ~(torch.isfinite(value) & (value >= 0) & (value == value.floor()))
+    else:
+        bad = value < 0
+    if bool(bad.any()):
+        idx = tuple(bad.nonzero()[0].tolist())
+        kind = "negative" if value[idx] < 0 else "not a non-negative integer"
+        raise ValueError(
+            f"{name} must hold word counts (non-negative integers); found {value[idx].item()} "
+            f"({kind}) at index {idx}"
+        )
+
+
+def log_multinomial_coefficient(counts: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log \binom{D}{v} = \log D! - \sum_k \log v_k!` over the last dim."""
+    return torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)
+
+
+def sample_counts(logits: torch.Tensor, lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    r"""One multinomial count vector per row: ``lengths[n]`` words drawn from
+    :math:`\mathrm{softmax}(\text{logits}[n])` (``max_length`` bounds the lengths)."""
+    counts = torch.zeros_like(logits)
+    if max_length == 0:
+        return counts
+    rows = logits.reshape(-1, logits.shape[-1])
+    words = torch.multinomial(torch.softmax(rows, -1), max_length, replacement=True)
+    ranks = torch.arange(max_length, device=logits.device)
+    keep = (ranks < lengths.reshape(-1, 1)).to(logits.dtype)
+    return counts.reshape(rows.shape).scatter_add_(1, words, keep).reshape(logits.shape)
+
+
+class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
+    r"""Replicated softmax RBM over word-count vectors :math:`v \in \mathbb{N}^K` (see module
+    docs for the energy and the normalization conventions).
+
+    :param torch.Tensor weight: :math:`W`, shape ``(vocab_size, num_hidden)``.
+    :param torch.Tensor visible_bias: :math:`b`, shape ``(vocab_size,)``.
+    :param torch.Tensor hidden_bias: :math:`c`, shape ``(num_hidden,)`` (per word: the
+        hidden units see :math:`D c`).
+    :param int length: default document length :math:`D` of :meth:`log_partition`,
+        :meth:`sample` and :meth:`annealing_path` (``None``: they need one passed).
+        :meth:`log_prob` always uses each document's own length.
+    :param int gibbs_steps: sweeps of :meth:`sample` (default 1000).
+    """
+
+    arg_constraints = {
+        "weight": constraints.independent(constraints.real, 2),
+        "visible_bias": constraints.independent(constraints.real, 1),
+        "hidden_bias": constraints.independent(constraints.real, 1),
+    }
+    support = constraints.independent(constraints.nonnegative_integer, 1)
+    has_rsample = False
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        visible_bias: torch.Tensor,
+        hidden_bias: torch.Tensor,
+        *,
+        length: int | None = None,
+        gibbs_steps: int = 1000,
+        validate_args: bool | None = None,
+    ) -> None:
+        _check_parameters(weight, visible_bias, hidden_bias)
+        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
+        self.length = None if length is None else _check_length(length)
+        self.default_gibbs_steps = int(gibbs_steps)
+        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def num_visible(self) -> int:
+        """The vocabulary size (the event size), as for the other RBMs."""
+        return self.weight.shape[0]
+
+    @property
+    def num_hidden(self) -> int:
+        return self.weight.shape[1]
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
+        super(EnergyBasedDistribution, new).__init__(
+            torch.Size(batch_shape), self.event_shape, validate_args=False
+        )
+        new._validate_args = self._validate_args
+        return new
+
+    def _parameters(self):
+        return (self.weight, self.visible_bias, self.hidden_bias)
+
+    def _resolve_length(self, length) -> int:
+        if length is None:
+            if self.length is None:
+                raise ValueError(
+                    "length is needed: a replicated softmax RBM has one distribution (and one "
+                    "partition function) per document length; pass length=D here or to the "
+                    "constructor"
+                )
+            return self.length
+        return _check_length(length)
+
+    def _check(self, value: torch.Tensor, name: str = "value") -> None:
+        if self._validate_args:
+            check_counts(value, self.vocab_size, name)
+
+    # ---- conditionals ---------------------------------------------------------------
+
+    def _hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.to(self.weight.dtype)
+        flat = v.reshape(-1, self.vocab_size)
+        pre = torch.addr(flat @ self.weight, flat.sum(-1), self.hidden_bias)
+        return pre.reshape(v.shape[:-1] + (self.num_hidden,))
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        r"""Log-odds of :math:`p(h = 1 \mid v)`: :math:`D c + v^\top W`, :math:`D = \sum_k
+        v_k`. Checks the counts when validation is on."""
+        self._check(v, "v")
+        return self._hidden_logits(v)
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        r"""Logits of the word distribution given :math:`h`: :math:`b + W h`."""
+        h = h.to(self.weight.dtype)
+        return torch.addmm(self.visible_bias, h.reshape(-1, h.shape[-1]), self.weight.T).reshape(
+            h.shape[:-1] + (self.vocab_size,)
+        )
+
+    def hidden_given_visible(self, v: torch.Tensor) -> torch.distributions.Bernoulli:
+        r""":math:`p(h \mid v)`, a factorized Bernoulli (one batch entry per hidden unit)."""
+        return torch.distributions.Bernoulli(logits=self.hidden_logits(v), validate_args=False)
+
+    def word_given_hidden(self, h: torch.Tensor) -> torch.distributions.Categorical:
+        r"""The distribution of each word of a document given :math:`h`:
+        :math:`\mathrm{Categorical}(\mathrm{softmax}(b + W h))`."""
+        return torch.distributions.Categorical(logits=self.visible_logits(h), validate_args=False)
+
+    def visible_given_hidden(self, h: torch.Tensor, length=None) -> torch.distributions.Multinomial:
+        r""":math:`p(v \mid h, D) = \mathrm{Multinomial}(D, \mathrm{softmax}(b + W h))` for one
+        length :math:`D` (``length``, default the constructor's)."""
+        D = self._resolve_length(length)
+        return torch.distributions.Multinomial(
+            D, logits=self.visible_logits(h), validate_args=False
+        )
+
+    # ---- densities --------------------------------------------------------------------
+
+    def _sequence_log_weight(self, value: torch.Tensor) -> torch.Tensor:
+        # -F(v), no checks
+        return value @ self.visible_bias + F.softplus(self._hidden_logits(value)).sum(-1)
+
+    def sequence_free_energy(self, value: torch.Tensor) -> torch.Tensor:
+        r"""The paper's free energy of any one word sequence with counts ``value``:
+        :math:`F(v) = -b^\top v - \sum_j \mathrm{softplus}(D c_j + (v^\top W)_j)`."""
+        self._check(value)
+        return -self._sequence_log_weight(value.to(self.weight.dtype))
+
+    def unnormalized_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r"""Of the count vector: :math:`\log \binom{D}{v} - F(v)` (so that
+        :meth:`free_energy` is minus this)."""
+        self._check(value)
+        value = value.to(self.weight.dtype)
+        return log_multinomial_coefficient(value) + self._sequence_log_weight(value)
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r""":math:`E(v, h) = -b^\top v - v^\top W h - D c^\top h` (of one word sequence)."""
+        v, h = v.to(self.weight.dtype), h.to(self.weight.dtype)
+        D = v.sum(-1)
+        return -((v @ self.weight) * h).sum(-1) - v @ self.visible_bias - D * (h @ self.hidden_bias)
+
+    def unnormalized_log_prob_hidden(self, h: torch.Tensor, length=None) -> torch.Tensor:
+        r""":math:`\log \tilde p(h \mid D) = D\, c^\top h + D \operatorname{logsumexp}_k
+        (b_k + (W h)_k)` (words summed out, all sequences of length :math:`D`)."""
+        D = self._resolve_length(length)
+        h = h.to(self.weight.dtype)
+        return D * (h @ self.hidden_bias + torch.logsumexp(self.visible_logits(h), -1))
+
+    def can_enumerate(self) -> bool:
+        return self.num_hidden <= self.max_enumeration
+
+    def _exact_log_partition(self, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact :math:`\\log Z_D` for each entry of ``lengths`` (default: the constructor's
+        length), in one pass over the hidden states."""
+        if lengths is None:
+            lengths = torch.tensor(float(self._resolve_length(None)))
+        lengths = lengths.to(self.weight)
+        parts = []
+        for states in binary_states(
+            self.num_hidden, self.weight.dtype, self.weight.device, _ENUM_CHUNK
+        ):
+            per_word = states @ self.hidden_bias + torch.logsumexp(self.visible_logits(states), -1)
+            parts.append(torch.logsumexp(lengths.unsqueeze(-1) * per_word, -1))
+        return torch.logsumexp(torch.stack(parts, -1), -1)
+
+    def _store(self, key, result: LogPartition) -> None:
+        cache = self.__dict__.setdefault("_log_partition_cache", {})
+        for old in [k for k in cache if k[0] != key[0]]:  # other parameter values
+            del cache[old]
+        cache[key] = result
+
+    def log_partition(self, method: str = "auto", length=None, **kwargs) -> LogPartition:
+        r""":math:`\log Z_D` for documents of ``length`` :math:`D` words (default the
+        constructor's ``length``): ``"exact"`` (enumeration of the hidden layer, at most
+        :attr:`max_enumeration` units), ``"ais"`` (an *estimate*; keyword arguments go to
+        :func:`pyrogen.infer.ais.ais` and ``data`` to :meth:`annealing_path`) or ``"auto"``.
+
+        Cached per parameter values and length. Exact values are differentiable.
+        """
+        D = self._resolve_length(length)
+        if method == "auto":
+            method = "exact" if self.can_enumerate() else "ais"
+        if method not in ("exact", "ais"):
+            raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
+        key = self._cache_key(method, dict(kwargs, length=D))
+        cache = self.__dict__.setdefault("_log_partition_cache", {})
+        if key in cache and (method != "exact" or not torch.is_grad_enabled()):
+            return cache[key]
+        if method == "exact":
+            if not self.can_enumerate():
+                raise ValueError(
+                    f"exact log Z needs at most {self.max_enumeration} hidden units to "
+                    f"enumerate, the model has {self.num_hidden}; use method='ais'"
+                )
+            log_z = self._exact_log_partition(self.weight.new_tensor([float(D)]))[0]
+            result = LogPartition(log_z, torch.zeros_like(log_z), "exact", log_z, log_z)
+        else:
+            result = self._ais_log_partition(length=D, **kwargs)
+        self._store(key, result)
+        return result
+
+    def _ais_log_partition(self, length=None, data=None, smoothing: float = 0.5, **kwargs):
+        from pyrogen.infer.ais import ais
+
+        return ais(self.annealing_path(data=data, length=length, smoothing=smoothing), **kwargs)
+
+    def _log_partitions(self, lengths: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log Z_D` for each (distinct) entry of ``lengths``, exact in one pass when
+        possible, through the cache of :meth:`log_partition` otherwise."""
+        if self.can_enumerate():
+            values = self._exact_log_partition(lengths)
+            if not torch.is_grad_enabled():
+                for D, log_z in zip(lengths.tolist(), values):
+                    key = self._cache_key("exact", {"length": int(D)})
+                    self._store(key, LogPartition(log_z, torch.zeros_like(log_z), "exact"))
+            return values
+        return torch.stack([self.log_partition(length=int(D)).log_z for D in lengths.tolist()])
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(v \mid D) = \log \binom{D}{v} - F(v) - \log Z_D`, the probability of
+        the count vector among those of its own length :math:`D = \sum_k v_k`. With more than
+        :attr:`max_enumeration` hidden units :math:`\log Z_D` is an AIS *estimate* (one run
+        per distinct length, cached), and so is this. Checks the counts when validation is
+        on."""
+        if self._validate_args:
+            check_counts(value, self.vocab_size)
+            self._validate_sample(value)
+        value = value.to(self.weight.dtype)
+        lengths, inverse = torch.unique(value.sum(-1), return_inverse=True)
+        log_z = self._log_partitions(lengths)[inverse]
+        return log_multinomial_coefficient(value) + self._sequence_log_weight(value) - log_z
+
+    def sequence_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(w_{1:D}) = -F(v) - \log Z_D`: the probability of one word sequence
+        whose counts are ``value`` (an estimate when :math:`Z_D` is)."""
+        log_p = self.log_prob(value)
+        return log_p - log_multinomial_coefficient(value.to(self.weight.dtype))
+
+    def annealing_path(
+        self, data: torch.Tensor | None = None, length=None, smoothing: float = 0.5
+    ) -> ReplicatedSoftmaxAnnealingPath:
+        """The AIS path of :class:`ReplicatedSoftmaxAnnealingPath` for documents of
+        ``length`` words (default the constructor's), from the word frequencies of ``data``
+        (or uniform)."""
+        return ReplicatedSoftmaxAnnealingPath(
+            self, self._resolve_length(length), data, smoothing=smoothing
+        )
+
+    # ---- Gibbs sampling --------------------------------------------------------------
+
+    def init_chains(self, num_chains: int, length=None):
+        """Chains started from documents of ``length`` words (default the constructor's)
+        drawn uniformly from the vocabulary."""
+        D = self._resolve_length(length)
+        logits = self.weight.new_zeros((num_chains, self.vocab_size)).detach()
+        return (sample_counts(logits, logits.new_full((num_chains,), float(D)), D),)
+
+    def _gibbs_step(self, v: torch.Tensor, lengths: torch.Tensor, max_length: int):
+        h = torch.bernoulli(torch.sigmoid(self._hidden_logits(v)))
+        v = sample_counts(self.visible_logits(h), lengths, max_length)
+        return (v, h)
+
+    def gibbs_step(self, state):
+        r""":math:`h \sim p(h \mid v)`, then :math:`v \sim p(v \mid h, D)` with each chain's
+        own length :math:`D`; state ``(v, h)``."""
+        v = state[0].to(self.weight.dtype)
+        lengths = v.sum(-1)
+        max_length = int(lengths.max()) if lengths.numel() else 0
+        return self._gibbs_step(v, lengths, max_length)
+
+    def sample(
+        self, sample_shape=(), num_steps: int | None = None, init=None, length=None
+    ) -> torch.Tensor:
+        """Count vectors of shape ``sample_shape + batch_shape + (vocab_size,)`` after
+        ``num_steps`` block-Gibbs sweeps (default ``gibbs_steps``), from ``init`` (count
+        vectors, or a Gibbs state, with that many rows; each chain keeps its length) or from
+        :meth:`init_chains` with ``length`` words (default the constructor's). Approximate:
+        exact only as ``num_steps`` grows."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        n = max(1, shape.numel())
+        if init is None:
+            state = self.init_chains(n, length)
+        else:
+            state = (init,) if isinstance(init, torch.Tensor) else tuple(init)
+            self._check(state[0], "init")
+        v = state[0].reshape(-1, self.vocab_size).to(self.weight.dtype)
+        lengths = v.sum(-1)
+        max_length = int(lengths.max()) if lengths.numel() else 0
+        steps = self.default_gibbs_steps if num_steps is None else int(num_steps)
+        with torch.no_grad():
+            for _ in range(steps):
+                v = self._gibbs_step(v, lengths, max_length)[0]
+        return v.reshape(shape + self.event_shape)
+
+
+class ReplicatedSoftmaxAnnealingPath(AnnealingPath):
+    r"""AIS path for :class:`ReplicatedSoftmaxRBM` at one document length :math:`D` (after
+    Salakhutdinov & Murray's base-rate path, as used in [1] of the module docs).
+
+    The base model :math:`A` has no weights: words drawn from
+    :math:`\mathrm{softmax}(b_A)` with :math:`b_A` the log of the (smoothed) word frequencies
+    of ``data``, or uniform, and :math:`H` hidden fair coins. The joint at inverse
+    temperature :math:`\beta` is :math:`f_\beta(v, h) = \binom{D}{v}
+    e^{(1-\beta) b_A^\top v - \beta E(v, h)}`; summing :math:`h` out,
+
+    .. math::
+
+        \log f_\beta(v) = \log \binom{D}{v} + (1-\beta)\, b_A^\top v + \beta\, b^\top v
+            + \sum_j \mathrm{softplus}\big(\beta\, (D c_j + (v^\top W)_j)\big),
+
+    so :math:`f_1` is the model's unnormalized count-vector probability and
+    :math:`\log Z_A = H \log 2 + D \operatorname{logsumexp}_k b_{A,k}`. The block-Gibbs
+    conditionals at temperature :math:`\beta` are
+
+    .. math::
+
+        p_\beta(h_j = 1 \mid v) = \sigma\big(\beta\, (D c_j + (v^\top W)_j)\big), \qquad
+        p_\beta(v \mid h) = \mathrm{Multinomial}\big(D,\ \mathrm{softmax}((1-\beta)\, b_A
+            + \beta\, (b + W h))\big).
+
+    The coefficient :math:`\binom{D}{v}` is common to every :math:`f_\beta` and cancels in
+    the AIS weights, so :meth:`log_f` leaves it out.
+
+    :param ReplicatedSoftmaxRBM rsm: the target model.
+    :param int length: the document length :math:`D`.
+    :param torch.Tensor data: optional count vectors ``(..., vocab_size)`` for :math:`b_A`.
+    :param float smoothing: pseudo-count added to every word's count in ``data``.
+    """
+
+    def __init__(
+        self,
+        rsm: ReplicatedSoftmaxRBM,
+        length: int,
+        data: torch.Tensor | None = None,
+        smoothing: float = 0.5,
+    ) -> None:
+        self.rsm = rsm
+        self.length = _check_length(length)
+        K = rsm.vocab_size
+        with torch.no_grad():
+            if data is None:
+                self.base_logits = rsm.visible_bias.detach().new_zeros(K)
+            else:
+                if rsm._validate_args:
+                    check_counts(data, K, "data")
+                counts = data.reshape(-1, K).to(rsm.weight).sum(0) + smoothing
+                self.base_logits = counts.log() - counts.sum().log()
+            self.log_z_base = rsm.num_hidden * math.log(2.0) + self.length * torch.logsumexp(
+                self.base_logits, 0
+            )
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        D = self.length
+        return sample_counts(logits, logits.new_full(logits.shape[:-1], float(D)), D)
+
+    def sample_base(self, num_chains: int):
+        return (self._sample(self.base_logits.expand(num_chains, -1)),)
+
+    def prepare(self, state):
+        v = state[0]
+        return v @ self.rsm.visible_bias, v @ self.base_logits, self.rsm._hidden_logits(v)
+
+    def log_f(self, state, cache, beta: float) -> torch.Tensor:
+        vb, va, pre = cache
+        return (1 - beta) * va + beta * vb + F.softplus(beta * pre).sum(-1)
+
+    def transition(self, state, cache, beta: float):
+        h = torch.bernoulli(torch.sigmoid(beta * cache[2]))
+        logits = torch.lerp(self.base_logits, self.rsm.visible_logits(h), beta)
+        return (self._sample(logits),)
