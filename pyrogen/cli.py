@@ -129,7 +129,7 @@ def train_run(
     previous.write_text(json.dumps(run_config, indent=1))
     torch.manual_seed(seed)  # module initialisation is part of the run's seed
     module = fam.build(cfg, info)
-    learner = fam.learner(module, cfg, lr)
+    learner = fam.learner(module, cfg, lr, steps_per_epoch=-(-len(train_set) // batch_size))
     result = train(
         learner,
         _subset(train_set, train_limit),

@@ -208,6 +208,76 @@ class SVILearner:
             self.loss.load_state_dict(state["loss"])
 
 
+class StagedLearner:
+    """Runs learners one after another: ``stages`` is a list of ``(name, learner, steps,
+    prepare)``; stage ``i`` makes ``steps`` updates (the last stage runs to the end), each
+    on ``prepare(batch)`` (e.g. the data passed up through layers trained before).
+    ``on_enter[name]`` is called once when that stage starts (e.g. to compose a model from
+    the pre-trained parts). Greedy layer-wise pre-training followed by joint training is
+    this. The step count is part of the state, so resuming lands in the right stage.
+    """
+
+    def __init__(self, stages, on_enter: dict[str, Callable[[], None]] | None = None) -> None:
+        if not stages:
+            raise ValueError("stages must not be empty")
+        self.stages = list(stages)
+        self.on_enter = on_enter or {}
+        self.count = 0
+        self._entered = -1
+
+    def _current(self) -> int:
+        return self._stage_of(self.count)
+
+    @property
+    def stage(self) -> str:
+        return self.stages[self._current()][0]
+
+    def _enter(self) -> int:
+        i = self._current()
+        if i != self._entered:
+            name = self.stages[i][0]
+            if name in self.on_enter and self.count == sum(s[2] for s in self.stages[:i]):
+                self.on_enter[name]()
+            self._entered = i
+        return i
+
+    def step(self, batch):
+        i = self._enter()
+        _, learner, _, prepare = self.stages[i]
+        out = learner.step(prepare(batch) if prepare else batch)
+        self.count += 1
+        return out
+
+    def evaluate(self, batch):
+        i = self._current()
+        _, learner, _, prepare = self.stages[i]
+        return learner.evaluate(prepare(batch) if prepare else batch)
+
+    def to(self, device):
+        for _, learner, _, _ in self.stages:
+            learner.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "stages": [s[1].state_dict() for s in self.stages]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = state["count"]
+        for stage, sub in zip(self.stages, state["stages"]):
+            stage[1].load_state_dict(sub)
+        # the stage of the last step taken: a resume exactly at a boundary enters the next
+        last = self.count - 1
+        self._entered = -1 if last < 0 else self._stage_of(last)
+
+    def _stage_of(self, count: int) -> int:
+        total = 0
+        for i, (_, _, steps, _) in enumerate(self.stages[:-1]):
+            total += steps
+            if count < total:
+                return i
+        return len(self.stages) - 1
+
+
 # ----------------------------------------------------------------------------- data
 
 

@@ -23,6 +23,7 @@ def energy_log_likelihood(
     base_data: torch.Tensor | None = None,
     batch_size: int = 1000,
     progress: bool = True,
+    mean_field_iters: int = 100,
 ) -> LogLikelihood:
     """Mean :math:`\\log p(v)` of ``data`` under an energy-based distribution.
 
@@ -31,6 +32,10 @@ def energy_log_likelihood(
     :param int num_chains: AIS chains (when :math:`Z` is not enumerable).
     :param betas: AIS temperatures (count or schedule; 14,500 as in the paper).
     :param base_data: data whose marginals define AIS's base-rate model (default ``data``).
+    :param int mean_field_iters: for models whose :math:`-F(v)` is intractable (deep
+        Boltzmann machines with large layers), :math:`-F` is replaced by its mean-field lower
+        bound (Salakhutdinov & Hinton 2009), so the result is a variational lower bound on
+        the log-likelihood (with an estimated :math:`\\log Z`).
     """
     if hasattr(data, "tensor") and callable(data.tensor):
         data = data.tensor()
@@ -50,11 +55,17 @@ def energy_log_likelihood(
                 "ais", data=base, num_chains=num_chains, betas=betas, progress=progress
             )
             method = f"AIS ({lp.info['num_chains']} chains, {lp.info['num_betas']} temperatures)"
+        tractable = not hasattr(dist, "can_enumerate_hidden") or dist.can_enumerate_hidden()
+        if tractable:
+            term = dist.unnormalized_log_prob
+        else:
+            method = "mean-field bound, " + method
+
+            def term(x):
+                return dist.unnormalized_variational_bound(x, num_iters=mean_field_iters, tol=1e-6)
+
         unnorm = torch.cat(
-            [
-                dist.unnormalized_log_prob(data[i : i + batch_size])
-                for i in range(0, len(data), batch_size)
-            ]
+            [term(data[i : i + batch_size]) for i in range(0, len(data), batch_size)]
         ).double()
     log_z = float(lp.log_z)
     per_example = (unnorm - log_z).cpu()

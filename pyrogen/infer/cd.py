@@ -23,6 +23,12 @@ with the samples :math:`\bar v_m` held fixed (detached), so that
 :math:`p_\theta` it is unbiased. Its value is not a log-likelihood (that needs
 :math:`\log Z`); :meth:`ContrastiveDivergence.loss` returns it as the training number.
 
+For a deep Boltzmann machine the free energy of the data is intractable; the positive phase
+uses the mean-field posterior :math:`q(h \mid x) = \prod \mathrm{Bernoulli}(\mu)` instead
+(Salakhutdinov & Hinton 2009): :math:`F(x)` is replaced by :math:`E(x, \mu(x))` with
+:math:`\mu` held fixed, and the samples' term by the joint energy :math:`E(\bar v, \bar h)`
+of the persistent chains, whose gradient is that of :math:`F` in expectation.
+
 For binary RBMs the data and the samples go through one matrix product, and with PCD the
 hidden pre-activation of the chains computed for :math:`\mathcal S` starts the next update's
 Gibbs sweep (as in [2] and scikit-learn), so a PCD-1 update costs three products.
@@ -54,12 +60,20 @@ class ContrastiveDivergence(ELBO):
         at the data (CD).
     :param int num_chains: persistent chains (default: the first batch's size; they start at
         that batch). Ignored for CD, which runs one chain per example.
+    :param int mean_field_iters: mean-field sweeps of the positive phase of models with
+        hidden layers that do not sum out (deep Boltzmann machines).
 
     The guide is not used (the hidden units are summed out, there are no latent sites).
     Chains are part of :meth:`state_dict` so that training resumes exactly.
     """
 
-    def __init__(self, k: int = 1, persistent: bool = False, num_chains: int | None = None):
+    def __init__(
+        self,
+        k: int = 1,
+        persistent: bool = False,
+        num_chains: int | None = None,
+        mean_field_iters: int = 10,
+    ):
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if num_chains is not None and num_chains < 1:
@@ -68,6 +82,7 @@ class ContrastiveDivergence(ELBO):
         self.k = int(k)
         self.persistent = bool(persistent)
         self.num_chains = num_chains
+        self.mean_field_iters = int(mean_field_iters)
         self.chains: dict[str, tuple] = {}
 
     def __repr__(self) -> str:
@@ -140,6 +155,13 @@ class ContrastiveDivergence(ELBO):
             surrogate = free[:n].sum() - (n / m) * free[n:].sum()
             if self.persistent:
                 self.chains[site["name"]] = (negatives, state[1], pre[n:].detach())
+        elif hasattr(dist, "mean_field"):  # DBM: mean-field positive phase, joint energy
+            with torch.no_grad():
+                mus = dist.mean_field(x, num_iters=self.mean_field_iters, tol=None)
+            samples = tuple(t.detach() for t in state)
+            surrogate = dist.energy(x, *mus).sum() - (n / m) * dist.energy(*samples).sum()
+            if self.persistent:
+                self.chains[site["name"]] = samples
         else:
             surrogate = dist.free_energy(x).sum() - (n / m) * dist.free_energy(negatives).sum()
             if self.persistent:

@@ -1,0 +1,116 @@
+"""Training deep Boltzmann machines: doubled pre-training RBMs, staged learning, joint CD."""
+
+import pyro
+import torch
+
+from pyrogen.data import load
+from pyrogen.infer import ContrastiveDivergence
+from pyrogen.models.dbm import DeepBoltzmannMachine, PretrainingRBM
+from pyrogen.registry import DataInfo, get_family
+from pyrogen.train import StagedLearner, load_checkpoint, train
+
+
+def test_pretraining_rbm_doubles_the_right_input(float64):
+    torch.manual_seed(0)
+    v = (torch.rand(5, 6) < 0.5).double()
+    h = (torch.rand(5, 4) < 0.5).double()
+    bottom = PretrainingRBM(6, 4, up=2).double()
+    dist = bottom.distribution()  # two tied copies of the visible units
+    W, b, c = bottom.weight, bottom.visible_bias, bottom.hidden_bias
+    torch.testing.assert_close(dist.hidden_logits(torch.cat([v, v], -1)), c + 2 * v @ W)
+    torch.testing.assert_close(dist.visible_logits(h)[:, :6], b + h @ W.T)
+    torch.testing.assert_close(bottom.up_probabilities(v), torch.sigmoid(c + 2 * v @ W))
+    top = PretrainingRBM(6, 4, down=2).double()
+    dist = top.distribution()  # two tied copies of the hidden units
+    torch.testing.assert_close(
+        dist.visible_logits(torch.cat([h, h], -1)), top.visible_bias + 2 * h @ top.weight.T
+    )
+
+
+def test_joint_cd_gradient_is_mean_field_minus_chain_statistics(float64):
+    torch.manual_seed(0)
+    model = DeepBoltzmannMachine(6, (4, 3), init_scale=0.5).double()
+    x = (torch.rand(8, 6) < 0.5).double()
+    loss = ContrastiveDivergence(k=1, persistent=True, num_chains=5, mean_field_iters=30)
+    loss.differentiable_loss(model.model, model.guide, x).backward()
+    v, h1, h2 = loss.chains["v"]
+    dist = model.distribution()
+    mu1, mu2 = dist.mean_field(x, num_iters=30, tol=None)
+    n, m = 8, 5
+    W1, W2 = model.weights
+    torch.testing.assert_close(W1.grad, -(x.T @ mu1 - n / m * v.T @ h1))
+    torch.testing.assert_close(W2.grad, -(mu1.T @ mu2 - n / m * h1.T @ h2))
+    b, c1, c2 = model.biases
+    torch.testing.assert_close(c2.grad, -(mu2.sum(0) - n / m * h2.sum(0)))
+
+
+class Counting:
+    def __init__(self, name, log):
+        self.name, self.log, self.value = name, log, torch.tensor(0.0)
+
+    def step(self, batch):
+        self.log.append((self.name, float(batch.sum())))
+        self.value += 1
+        return {"loss": self.value.clone()}
+
+    def evaluate(self, batch):
+        return {"loss": self.value.clone()}
+
+    def state_dict(self):
+        return {"value": self.value.clone()}
+
+    def load_state_dict(self, state):
+        self.value = state["value"].clone()
+
+    def to(self, device):
+        return self
+
+
+def test_staged_learner_switches_and_resumes_at_the_boundary(tmp_path):
+    log, entered = [], []
+
+    def make():
+        return StagedLearner(
+            [("a", Counting("a", log), 4, None), ("b", Counting("b", log), 0, lambda x: 2 * x)],
+            on_enter={"b": lambda: entered.append(len(log))},
+        )
+
+    data = torch.ones(30, 2)
+    train(make(), data, epochs=1, batch_size=5, progress=False)
+    straight, straight_entered = list(log), list(entered)
+    assert [s for s, _ in straight] == ["a"] * 4 + ["b"] * 2
+    assert [v for _, v in straight][4:] == [20.0, 20.0]  # stage b sees prepared batches
+    assert straight_entered == [4]
+    log.clear(), entered.clear()
+    train(
+        make(),
+        data,
+        epochs=1,
+        batch_size=5,
+        out=tmp_path,
+        max_steps=4,
+        checkpoint_every=4,
+        progress=False,
+    )
+    assert load_checkpoint(tmp_path)["learner"]["count"] == 4
+    train(make(), data, epochs=1, batch_size=5, out=tmp_path, progress=False)
+    assert log == straight and entered == straight_entered
+
+
+def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelihood():
+    # digits with a DBM small enough for exact log p(v): greedy pre-training then joint
+    # training (seeded); the exact test log-likelihood rises above the initial model's.
+    x, test = load("digits", "train").data, load("digits", "test").data
+    fam = get_family("dbm")
+    cfg = fam.config(hidden1=12, hidden2=6, pretrain_epochs=5, chains=50)
+    torch.manual_seed(0)
+    module = fam.build(cfg, DataInfo(64, (8, 8), x.mean(0)))
+    before = module.distribution().log_prob(test).mean().item()
+    learner = fam.learner(module, cfg, 1e-3, steps_per_epoch=13)
+    train(learner, x, epochs=25, batch_size=100, progress=False)
+    assert learner.stage == "joint"
+    after = module.distribution().log_prob(test).mean().item()
+    assert after > before + 1.0, (before, after)
+    result = fam.log_likelihood(module, cfg, test, num_samples=20, progress=False)
+    assert abs(result.mean - after) < 1e-4  # exact route (small layers)
+    assert len(pyro.get_param_store()) == 0  # trained without the global param store
