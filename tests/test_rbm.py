@@ -231,3 +231,32 @@ def test_cd_argument_errors():
             lambda: pyro.sample("x", pyro.distributions.Normal(0, 1), obs=torch.tensor(0.0)),
             lambda: None,
         )
+
+
+def test_replicated_softmax_model_checks_counts_and_trains(float64):
+    from pyrogen.models.rbm import ReplicatedSoftmax
+
+    # two "topics": half the documents draw their words from the first six, half from the
+    # last six (lengths 5..14); seeded by conftest
+    topic = torch.zeros(2, 12).double()
+    topic[0, :6], topic[1, 6:] = 1 / 6, 1 / 6
+    counts = torch.stack(
+        [
+            torch.distributions.Multinomial(5 + i % 10, probs=topic[i % 2]).sample()
+            for i in range(40)
+        ]
+    )
+    model = ReplicatedSoftmax(12, 3, word_counts=counts.sum(0)).double()
+    with pytest.raises(ValueError, match=r"-1\.0 \(negative\)"):
+        model.model(torch.tensor([[1.0, -1.0] + [0.0] * 10]).double())
+    with pytest.raises(ValueError, match="not a non-negative integer"):
+        model.model(torch.tensor([[0.5] + [0.0] * 11]).double())
+    before = model.distribution().log_prob(counts).mean().item()  # exact (3 hidden units)
+    svi = SVI(model.model, model.guide, pyro.optim.SGD({"lr": 2e-3}), ContrastiveDivergence(k=1))
+    for _ in range(200):
+        svi.step(counts)
+    after = model.distribution().log_prob(counts).mean().item()
+    assert after > before + 2.0, (before, after)  # nats per document (seeded)
+    expected = model.reconstruct(counts)
+    torch.testing.assert_close(expected.sum(-1), counts.sum(-1))
+    assert model.topics().shape == (3, 12)

@@ -114,3 +114,76 @@ class RBM(PyroModule):
     def filters(self) -> torch.Tensor:
         """The weights of each hidden unit as an image, ``(num_hidden, *image_shape)``."""
         return self.weight.detach().T.reshape(self.num_hidden, *self.image_shape)
+
+
+class ReplicatedSoftmax(PyroModule):
+    r"""Replicated-softmax RBM (Salakhutdinov & Hinton 2009) with trainable parameters: an
+    undirected topic model over word-count vectors,
+    ``pyro.sample("v", ReplicatedSoftmaxRBM(W, b, c), obs=counts)``.
+
+    Initialisation: weights :math:`\mathcal N(0, 0.01^2)`, word biases the log of the
+    smoothed training word frequencies, hidden biases 0. Train it with
+    :class:`~pyrogen.infer.ContrastiveDivergence` (the model's hidden biases are scaled by
+    each document's length inside the distribution).
+
+    :param int vocab_size: :math:`K`.
+    :param int num_hidden: :math:`H` (the "topics").
+    :param word_counts: ``(K,)`` total training counts per word, for the bias initialisation.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_hidden: int,
+        word_counts: torch.Tensor | None = None,
+        init_scale: float = 0.01,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name if name is not None else f"rsm{next(_instance_ids)}")
+        self.vocab_size, self.num_hidden = int(vocab_size), int(num_hidden)
+        self.weight = nn.Parameter(torch.randn(vocab_size, num_hidden) * init_scale)
+        self.visible_bias = nn.Parameter(torch.zeros(vocab_size))
+        self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+        if word_counts is not None:
+            with torch.no_grad():
+                counts = torch.as_tensor(word_counts, dtype=torch.float32).reshape(-1) + 1.0
+                self.visible_bias.copy_((counts / counts.sum()).log().to(self.visible_bias))
+
+    def distribution(self, **kwargs):
+        from pyrogen.distributions import ReplicatedSoftmaxRBM
+
+        if params_observed():
+            params = (self.weight, self.visible_bias, self.hidden_bias)
+        else:
+            p = self._parameters
+            params = (p["weight"], p["visible_bias"], p["hidden_bias"])
+        return ReplicatedSoftmaxRBM(*params, **kwargs)
+
+    @pyro_method
+    def model(self, counts: torch.Tensor):
+        """``pyro.sample("v", ReplicatedSoftmaxRBM(...), obs=counts)`` in the data plate;
+        counts are checked (non-negative integers) when validation is on."""
+        if is_validation_enabled():
+            from pyrogen.distributions.replicated_softmax import check_counts
+
+            check_counts(counts, self.vocab_size, "counts")
+        with pyro.plate("data", counts.shape[0]):
+            pyro.sample("v", self.distribution(validate_args=False), obs=counts)
+
+    @pyro_method
+    def guide(self, counts: torch.Tensor):
+        """Empty (the hidden units are summed out)."""
+
+    @torch.no_grad()
+    def topics(self) -> torch.Tensor:
+        """Each hidden unit's weights over the vocabulary, ``(num_hidden, vocab_size)``: its
+        top words are the "topic" it has learned."""
+        return self.weight.detach().T
+
+    @torch.no_grad()
+    def reconstruct(self, counts: torch.Tensor) -> torch.Tensor:
+        """One mean-field up-down pass: the expected counts
+        :math:`D\\,\\mathrm{softmax}(b + W\\,\\sigma(Dc + v^\\top W))` of each document."""
+        dist = self.distribution()
+        h = torch.sigmoid(dist.hidden_logits(counts))
+        return counts.sum(-1, keepdim=True) * torch.softmax(dist.visible_logits(h), -1)
