@@ -607,10 +607,12 @@ class DBM(EnergyBasedDistribution):
         def update(old, new):
             return new if damping == 0.0 else torch.lerp(new, old, damping)
 
+        bottom_up = _linear(v, self.weights[0], self.biases[1])  # fixed across sweeps
         for _ in range(num_iters):
             old = mus
             mus = list(mus)
-            mus[0] = update(mus[0], torch.sigmoid(self.layer_logits(1, v, mus[1])))
+            top_down = _linear(mus[1], self.weights[1].T)
+            mus[0] = update(mus[0], torch.sigmoid(bottom_up + top_down))
             if L == 3:
                 mus[2] = update(mus[2], torch.sigmoid(self.layer_logits(3, mus[1])))
             mus[1] = update(
