@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from pyrogen import data as pdata
-from pyrogen.registry import FAMILIES, DataInfo, get_family
+from pyrogen.registry import DataInfo, get_family, load_families
 from pyrogen.train import load_checkpoint, resolve_device, train
 
 RUN_CONFIG = "config.json"
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model family on a data set")
     fam_sub = p.add_subparsers(dest="family", required=True, metavar="FAMILY")
-    for name, fam in FAMILIES.items():
+    for name, fam in load_families().items():
         fp = fam_sub.add_parser(name, help=fam.description, description=fam.description)
         _add_config_flags(fp, fam.config_cls)
         g = fp.add_argument_group("training")
