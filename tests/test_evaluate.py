@@ -151,3 +151,32 @@ def test_bad_arguments():
         log_likelihood(vae.model, vae.guide, torch.zeros(2, 12), num_samples=0)
     with pytest.raises(TypeError, match="data"):
         log_likelihood(vae.model, vae.guide, 3.0, num_samples=5)
+
+
+def test_exact_log_likelihood_averages_log_prob_and_restores_the_mode():
+    from pyrogen.evaluate import exact_log_likelihood
+
+    class Factorised(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([0.3, -1.2, 2.0]))
+
+        def log_prob(self, x):
+            assert not self.training  # evaluated in eval mode
+            return dist.Bernoulli(logits=self.logits).log_prob(x).sum(-1)
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((37, 3), 0.4))
+    module = Factorised().train()
+    ll = exact_log_likelihood(module, x, batch_size=10)
+    expected = dist.Bernoulli(logits=module.logits).log_prob(x).sum(-1).double()
+    assert module.training
+    assert ll.mean == pytest.approx(expected.mean().item(), rel=1e-6)
+    assert ll.stderr == pytest.approx(expected.std().item() / 37**0.5, rel=1e-5)
+    assert ll.mc_stderr == 0 and ll.num_examples == 37
+    text = ll.summary()
+    assert "exact" in text and "ESS" not in text and f"{ll.mean:.2f}" in text
+    with pytest.raises(ValueError, match="batch_size"):
+        exact_log_likelihood(module, x, batch_size=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        exact_log_likelihood(module.log_prob, x[:0])

@@ -97,6 +97,11 @@ class LogLikelihood:
             if not torch.isnan(self.ess[0]):
                 lines.append(f"  AIS effective sample size {self.ess[0].item():.1f} chains")
             return "\n".join(lines)
+        if self.mc_stderr == 0 and bool(torch.isnan(self.ess).all()):  # exact log p(x)
+            return (
+                f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
+                f"(NLL {self.nll:.2f}; {self.method}, N={self.num_examples})"
+            )
         k = self.khat[~torch.isnan(self.khat)]
         lines = [
             f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "

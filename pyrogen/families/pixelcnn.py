@@ -8,7 +8,6 @@ exact negative log-likelihood) and scored by their exact log-likelihood.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -84,50 +83,6 @@ def _image_shape(info: DataInfo) -> tuple[int, int]:
     return shape
 
 
-def exact_log_likelihood(module, data, batch_size: int = 100, progress: bool = False):
-    """Exact test log-likelihood of an autoregressive ``module`` (its ``log_prob``), batched.
-
-    :returns: :class:`~pyrogen.evaluate.LogLikelihood` with ``method="exact"`` and
-        ``mc_stderr = 0`` (ESS and :math:`\\hat k` do not apply: NaN).
-    """
-    from tqdm import tqdm
-
-    from pyrogen.evaluate import LogLikelihood
-
-    if hasattr(data, "tensor") and callable(data.tensor):  # a pyrogen ImageDataset
-        data = data.tensor()
-    if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
-        raise ValueError(
-            f"data: expected a non-empty (N, ...) tensor of examples, got "
-            f"{tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__}"
-        )
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    ref = next(module.parameters())
-    chunks = []
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        starts = range(0, data.shape[0], batch_size)
-        for i in tqdm(starts, desc="exact log p(x)", disable=not progress):
-            x = data[i : i + batch_size].to(device=ref.device)
-            chunks.append(module.log_prob(x).double().cpu())
-    module.train(was_training)
-    per_example = torch.cat(chunks)
-    n = per_example.numel()
-    nan = torch.full((n,), float("nan"), dtype=torch.float64)
-    return LogLikelihood(
-        mean=per_example.mean().item(),
-        stderr=per_example.std().item() / math.sqrt(n) if n > 1 else float("nan"),
-        mc_stderr=0.0,
-        per_example=per_example,
-        ess=nan,
-        khat=nan.clone(),
-        num_samples=0,
-        method="exact",
-    )
-
-
 class _ImageAutoregressiveFamily(Family):
     estimator = "exact"
     default_eval_samples = 1  # unused: the log-likelihood is exact
@@ -141,12 +96,10 @@ class _ImageAutoregressiveFamily(Family):
         return SVILearner(module, Trace_ELBO(max_plate_nesting=1), lr=lr)
 
     def log_likelihood(self, module, config, data, num_samples: int = 0, **kwargs):
-        return exact_log_likelihood(
-            module,
-            data,
-            batch_size=kwargs.get("batch_size", 100),
-            progress=kwargs.get("progress", False),
-        )
+        from pyrogen.evaluate import exact_log_likelihood
+
+        kwargs.setdefault("batch_size", 100)
+        return exact_log_likelihood(module, data, **kwargs)
 
     def sample(self, module, num_samples: int) -> torch.Tensor:
         """``(num_samples, H * W)`` samples with values in [0, 1] (categorical levels are

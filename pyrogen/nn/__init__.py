@@ -1,5 +1,19 @@
 """Plain torch modules used by pyrogen's models. Nothing here calls Pyro."""
 
+from pyrogen.nn.masked import GatedBlock, MaskedConv2d, PixelCNNNet
 from pyrogen.nn.mlp import MLP, GaussianHead
+from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
+from pyrogen.nn.pixelrnn import PixelRNNNet, RowLSTM
 
-__all__ = ["MLP", "GaussianHead"]
+__all__ = [
+    "FVSBNNet",
+    "GatedBlock",
+    "GaussianHead",
+    "MLP",
+    "MaskedConv2d",
+    "NADENet",
+    "PixelCNNNet",
+    "PixelRNNNet",
+    "RNADENet",
+    "RowLSTM",
+]

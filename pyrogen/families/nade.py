@@ -1,0 +1,198 @@
+r"""Registry entries of the fully visible binary autoregressive models: ``fvsbn`` and
+``nade``.
+
+Both are :class:`~pyrogen.models.autoregressive.AutoregressiveModel`\ s (a network plus the
+distribution reading it) trained by maximum likelihood: ``SVILearner`` with
+``Trace_ELBO`` (for a model without latent variables, the exact negative log-likelihood)
+and Adam, or plain SGD. Test log-likelihoods are exact (``method="exact"``,
+``mc_stderr = 0``).
+
+``nade --order-agnostic`` trains with a fresh random ordering per example and step (Uria
+et al. 2014; see :mod:`pyrogen.distributions.nade`); the module itself keeps the identity
+ordering, so validation, evaluation and sampling use it, or with ``--test-orderings M > 1``
+the equal-weight ensemble of ``M`` fixed orderings (the identity and ``M - 1`` drawn from a
+fixed seed).
+
+RNADE has no registry entry: the engine feeds the data as loaded (binary or binarized), while
+RNADE needs real values (e.g. dequantized, standardised grey levels); use
+:class:`~pyrogen.distributions.nade.RNADE` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pyrogen.registry import DataInfo, Family, _choice, _opt, register
+
+_OPTIMIZERS = ("adam", "sgd")
+
+
+def _optimizer(module: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(module.parameters(), lr=lr)
+    return torch.optim.SGD(module.parameters(), lr=lr)
+
+
+class _BinaryAutoregressiveFamily(Family):
+    estimator = "exact"
+    default_eval_samples = 1  # exact: no samples
+
+    def learner(self, module, config, lr: float, steps_per_epoch=None):
+        from pyro.infer import Trace_ELBO
+
+        from pyrogen.train import SVILearner
+
+        return SVILearner(module, Trace_ELBO(), optimizer=_optimizer(module, config.optimizer, lr))
+
+    def log_likelihood(self, module, config, data, num_samples: int = 1, **kwargs):
+        from pyrogen.evaluate import exact_log_likelihood
+
+        return exact_log_likelihood(module, data, **kwargs)
+
+    def sample(self, module, num_samples: int) -> torch.Tensor:
+        return module.sample(num_samples)
+
+
+@dataclass
+class FVSBNConfig:
+    """Hyper-parameters of the fully visible sigmoid belief net (logistic autoregression)."""
+
+    optimizer: str = _choice(
+        "adam", _OPTIMIZERS, "adam, or sgd (plain; --lr applies to the summed gradient)"
+    )
+
+    def validate(self) -> None:
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+
+
+@register
+class FVSBNFamily(_BinaryAutoregressiveFamily):
+    name = "fvsbn"
+    description = "fully visible sigmoid belief net (logistic autoregression), exact likelihood"
+    config_cls = FVSBNConfig
+    # Adam on binarized MNIST, batch 100: test NLL 100.0 after 3 epochs at 1e-2 (97.9 after
+    # 3 more at 1e-3 and 2 at 1e-4, through the engine's lr_schedule; 31 s on one CPU thread)
+    default_lr = 1e-2
+
+    def build(self, config: FVSBNConfig, info: DataInfo) -> torch.nn.Module:
+        from pyrogen.distributions.nade import FVSBN
+        from pyrogen.models.autoregressive import AutoregressiveModel
+        from pyrogen.nn.nade import FVSBNNet
+
+        net = FVSBNNet(info.num_pixels)
+        if info.pixel_mean is not None:
+            net.init_output_bias(info.pixel_mean)
+        return AutoregressiveModel(net, FVSBN, (info.num_pixels,))
+
+
+@dataclass
+class NADEConfig:
+    """Hyper-parameters of NADE (Larochelle & Murray 2011) and its order-agnostic training
+    (Uria, Murray & Larochelle 2014)."""
+
+    hidden: int = _opt(500, "hidden units H (500 in Larochelle & Murray's MNIST experiments)")
+    activation: str = _choice(
+        "sigmoid", ("sigmoid", "relu"), "hidden nonlinearity (sigmoid: the original NADE)"
+    )
+    order_agnostic: bool = _opt(
+        False,
+        "train with a fresh random ordering per example and step (Uria et al. 2014); "
+        "evaluation and sampling use the identity ordering (or --test-orderings)",
+    )
+    mask_input: bool = _opt(
+        False, "feed the 'observed' bits with their own weights (Uria et al. 2014)"
+    )
+    test_orderings: int = _opt(
+        1, "orderings averaged at test time: the identity and M-1 random ones (ensemble)"
+    )
+    optimizer: str = _choice(
+        "adam", _OPTIMIZERS, "adam, or sgd (plain; --lr applies to the summed gradient)"
+    )
+
+    def validate(self) -> None:
+        if self.hidden < 1 or self.test_orderings < 1:
+            raise ValueError(
+                f"hidden and test_orderings must be >= 1, got {self.hidden}, {self.test_orderings}"
+            )
+        if self.activation not in ("sigmoid", "relu"):
+            raise ValueError(f"activation must be 'sigmoid' or 'relu', got {self.activation!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+
+
+def ensemble_orderings(num_inputs: int, count: int, seed: int = 0) -> torch.Tensor:
+    """``(count, D)`` orderings for a test-time ensemble: the identity, then ``count - 1``
+    uniform permutations from a generator seeded with ``seed`` (the same for every run)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = [torch.arange(num_inputs)]
+    rows += [torch.randperm(num_inputs, generator=gen) for _ in range(count - 1)]
+    return torch.stack(rows)
+
+
+@register
+class NADEFamily(_BinaryAutoregressiveFamily):
+    name = "nade"
+    description = "neural autoregressive distribution estimator, exact likelihood"
+    config_cls = NADEConfig
+    # Adam on binarized MNIST, H = 500, batch 20: test NLL 92.7 after 1 epoch, 90.6 after 2
+    # (about 4 min per epoch on one CPU thread); at 1e-3 and batch 100: 103.6 after 2 epochs
+    default_lr = 5e-3
+
+    def build(self, config: NADEConfig, info: DataInfo) -> torch.nn.Module:
+        from pyrogen.distributions.nade import NADE
+        from pyrogen.models.autoregressive import AutoregressiveModel
+        from pyrogen.nn.nade import NADENet
+
+        net = NADENet(
+            info.num_pixels,
+            config.hidden,
+            mask_input=config.mask_input,
+            activation=config.activation,
+        )
+        if info.pixel_mean is not None:
+            net.init_output_bias(info.pixel_mean)
+        return AutoregressiveModel(net, NADE, (info.num_pixels,))
+
+    def learner(self, module, config: NADEConfig, lr: float, steps_per_epoch=None):
+        if not config.order_agnostic:
+            return super().learner(module, config, lr, steps_per_epoch)
+        import pyro
+        from pyro.infer import Trace_ELBO
+
+        from pyrogen.train import SVILearner
+
+        def order_agnostic_model(x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", module.distribution(ordering="random"), obs=x)
+
+        def validation(batch):  # the exact NLL under the identity ordering
+            return {"loss": -module.log_prob(batch).mean()}
+
+        return SVILearner(
+            module,
+            Trace_ELBO(),
+            optimizer=_optimizer(module, config.optimizer, lr),
+            model=order_agnostic_model,
+            evaluate_fn=validation,
+        )
+
+    def log_likelihood(self, module, config: NADEConfig, data, num_samples: int = 1, **kwargs):
+        if config.test_orderings == 1:
+            return super().log_likelihood(module, config, data, num_samples, **kwargs)
+        from pyrogen.evaluate import exact_log_likelihood
+
+        module.eval()
+        dist = module.distribution()
+        device = next(module.parameters()).device
+        orderings = ensemble_orderings(dist.event_shape[0], config.test_orderings).to(device)
+        return exact_log_likelihood(
+            lambda x: dist.ensemble_log_prob(x, orderings),
+            data,
+            method=f"exact (ensemble of {config.test_orderings} orderings)",
+            num_samples=config.test_orderings,
+            device=device,
+            **kwargs,
+        )
