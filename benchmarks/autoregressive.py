@@ -21,8 +21,8 @@ recomputed from scratch, :math:`O(D^2 H)` (``naive_sample``), in the same run; b
 same samples for the same random state. PixelCNN's cached row-by-row sampler is timed against
 recomputing the whole network per pixel.
 
-Run ``python benchmarks/autoregressive.py`` (about 30 minutes on 2 CPU threads), or
-``--quick`` for a smoke run on a subset.
+Run ``python benchmarks/autoregressive.py`` (about an hour on one thread of a busy 2-core
+CPU), or ``--quick`` for a smoke run on a subset.
 """
 
 from __future__ import annotations
