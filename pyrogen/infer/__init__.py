@@ -5,3 +5,8 @@ from pyrogen.infer.cd import ContrastiveDivergence
 from pyrogen.infer.iwae import IWAE
 
 __all__ = ["IWAE", "ContrastiveDivergence", "ais", "ais_log_partition", "default_betas"]
+
+from pyrogen.infer.dictionary import update_dictionary  # noqa: E402
+from pyrogen.infer.lasso import LassoResult, lasso_fista, lasso_objective  # noqa: E402
+
+__all__ += ["LassoResult", "lasso_fista", "lasso_objective", "update_dictionary"]
