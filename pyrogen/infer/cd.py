@@ -150,11 +150,9 @@ class ContrastiveDivergence(ELBO):
         negatives = state[0].detach()
         m = negatives.shape[0]
         if fast:
-            u = torch.cat([x.to(negatives.dtype), negatives])
-            free, pre = dist.free_energy_and_hidden_logits(u)
-            surrogate = free[:n].sum() - (n / m) * free[n:].sum()
+            surrogate, pre = dist.free_energy_gap(x, negatives)
             if self.persistent:
-                self.chains[site["name"]] = (negatives, state[1], pre[n:].detach())
+                self.chains[site["name"]] = (negatives, state[1], pre.detach())
         elif hasattr(dist, "mean_field"):  # DBM: mean-field positive phase, joint energy
             with torch.no_grad():
                 mus = dist.mean_field(x, num_iters=self.mean_field_iters, tol=None)
