@@ -53,3 +53,11 @@ __all__ = [
 from .text import CountDataset, load_20news  # noqa: E402
 
 __all__ += ["CountDataset", "load_20news"]
+
+from .faces import AugmentedFaces, augment_faces, lfw_patches, olivetti_faces  # noqa: E402
+
+__all__ += ["AugmentedFaces", "augment_faces", "lfw_patches", "olivetti_faces"]
+
+from .patches import natural_image_patches  # noqa: E402
+
+__all__ += ["natural_image_patches"]
