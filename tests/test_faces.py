@@ -7,7 +7,13 @@ import pytest
 import torch
 from conftest import requires_data
 
-from pyrogen.data import DatasetNotFoundError, augment_faces, lfw_patches, olivetti_faces
+from pyrogen.data import (
+    AugmentedFaces,
+    DatasetNotFoundError,
+    augment_faces,
+    lfw_patches,
+    olivetti_faces,
+)
 
 
 @requires_data
@@ -78,6 +84,31 @@ def test_olivetti_bad_arguments():
         olivetti_faces(augment=1, shear=3.0)
 
 
+@requires_data
+def test_augmented_faces_draw_fresh_variants_reproducibly():
+    ds = AugmentedFaces("train", size=25, copies=2, transform=lambda x: 2 * x)
+    assert len(ds) == 600 and ds.image_shape == (25, 25)
+    torch.manual_seed(0)
+    a = ds.__getitems__([0, 1, 300])
+    b = ds.__getitems__([0, 1, 300])
+    torch.manual_seed(0)
+    again = ds.__getitems__([0, 1, 300])
+    assert a.shape == (3, 625)
+    assert torch.equal(a, again)  # global RNG: reproducible by seeding
+    assert not torch.equal(a, b)  # every fetch is a new variant
+    assert a.min() >= 0 and a.max() <= 2  # the transform was applied
+    assert ds[5].shape == (625,)
+    fixed = ds.sample(2, seed=3)
+    assert fixed.shape == (600, 625) and torch.equal(fixed, ds.sample(2, seed=3))
+    # the engine trains on it directly
+    from pyrogen.train import epoch_batches
+
+    batch = next(epoch_batches(ds, 50, seed=0, epoch=0))
+    assert batch.shape == (50, 625)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        AugmentedFaces(shear=1.0)
+
+
 def test_olivetti_missing_file_says_where_it_looked(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"olivetti/olivettifaces\.mat.*PYROGEN_DATA"):
         olivetti_faces(root=tmp_path)
@@ -94,6 +125,11 @@ def test_augment_faces_shapes_and_errors():
         augment_faces(images[0], 1)
     with pytest.raises(ValueError, match="zoom"):
         augment_faces(images, 1, zoom=(2.0, 1.0))
+    assert torch.equal(augment_faces(images, 1, seed=4), augment_faces(images, 1, seed=4))
+    torch.manual_seed(1)
+    first = augment_faces(images, 1, seed=None)  # global RNG
+    torch.manual_seed(1)
+    assert torch.equal(first, augment_faces(images, 1, seed=None))
 
 
 def test_lfw_patches_without_scikit_image(monkeypatch):

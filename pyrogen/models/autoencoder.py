@@ -36,15 +36,21 @@ Kinds (see :meth:`Autoencoder.linear` and friends):
 * **deep** (Hinton & Salakhutdinov [2]): several layers, logistic hidden units and a linear
   code layer (default :math:`625-2000-1000-500-30` for 25x25 faces). Initialised by greedy
   RBM pre-training (:meth:`Autoencoder.rbm_stack`, :meth:`Autoencoder.load_rbms`): the
-  first RBM has Gaussian visible units (unit variance) for real-valued data, the top RBM
-  linear (unit-variance Gaussian) hidden units, the others are binary; each RBM is trained
+  first RBM has Gaussian visible units of a fixed standard deviation :math:`s` for
+  real-valued data (standardize the data; :math:`s < 1`, e.g. 0.3, leaves the weights room
+  to model structure, while with :math:`s = 1` the RBM's own noise already accounts for all
+  the variance and its hidden units learn almost nothing), the top RBM linear
+  (unit-variance Gaussian) hidden units, the others are binary; each RBM is trained
   by contrastive divergence on binary hidden states sampled, afresh for every batch, from
   the RBM below driven by data (Hinton & Salakhutdinov feed the probabilities themselves,
   with mean-field reconstructions in CD-1; pyrogen's contrastive divergence samples binary
   visible states, and data of the same kind keep its two phases comparable). The stack is
   *unrolled*: encoder layer :math:`k` gets :math:`W_k^\top` and the RBM's hidden biases,
-  decoder layer :math:`k` gets :math:`W_k` and its visible biases, so encoder and decoder
-  start tied; they are separate parameters and fine-tuning by back-propagation unties them.
+  decoder layer :math:`k` gets :math:`W_k` and its visible biases (:math:`W_1^\top / s` and
+  :math:`s\,W_1` for the Gaussian layer), so encoder and decoder start tied; they are
+  separate parameters and fine-tuning by back-propagation unties them. Without pre-training
+  (``pyrogen train autoencoder --pretrain none``) tanh hidden units and Adam train such a
+  network much faster than logistic ones (``benchmarks/faces.py`` compares the recipes).
 * **stacked denoising** (Vincent et al. [4, 5]): each layer is first trained as a one-layer
   denoising autoencoder (masking noise: a random fraction :math:`\nu` of the inputs set to
   0; or additive Gaussian noise of standard deviation :math:`\nu`) on the clean codes of the
