@@ -171,7 +171,10 @@ class SVILearner:
     def step(self, batch: torch.Tensor) -> dict[str, Any]:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        value = self._differentiable_loss(self.loss, batch)
+        # losses that write their gradients more cheaply than a graph would (contrastive
+        # divergence) say so; the others go through differentiable_loss + backward
+        direct = getattr(self.loss, "prefers_loss_and_grads", False)
+        value = None if direct else self._differentiable_loss(self.loss, batch)
         if value is not None:
             value.backward()
             value = value.detach()

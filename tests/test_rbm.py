@@ -285,3 +285,119 @@ def test_free_energy_gap_matches_autograd_of_the_free_energies(float64):
     assert torch.autograd.gradcheck(
         lambda W, b, c: BernoulliRBM(W, b, c).free_energy_gap(x, v)[0], params
     )
+
+
+def test_free_energy_gap_accumulate_adds_what_backward_would(float64):
+    """The graph-free CD path: value and .grad updates equal backward() on scale * gap,
+    including accumulation into existing gradients and parameters that are held fixed."""
+    torch.manual_seed(4)
+    V, H, n, m = 6, 4, 5, 3
+    x = torch.bernoulli(torch.full((n, V), 0.4))
+    v = torch.bernoulli(torch.full((m, V), 0.6))
+    init = [torch.randn(V, H), torch.randn(V), torch.randn(H)]
+    old = [torch.randn(V, H), torch.randn(V), torch.randn(H)]
+
+    def fresh(fixed_bias):
+        ps = [t.clone().requires_grad_(not (fixed_bias and i == 1)) for i, t in enumerate(init)]
+        for p, g in zip(ps, old):
+            if p.requires_grad:
+                p.grad = g.clone()
+        return ps
+
+    for fixed_bias in (False, True):
+        direct, graph = fresh(fixed_bias), fresh(fixed_bias)
+        rbm = BernoulliRBM(*direct)
+        assert rbm.can_accumulate()
+        value, pre = rbm.free_energy_gap_accumulate(x, v, scale=2.5)
+        gap, pre_graph = BernoulliRBM(*graph).free_energy_gap(x, v)
+        (2.5 * gap).backward()
+        assert value.item() == pytest.approx(2.5 * gap.item(), rel=1e-12)
+        assert not value.requires_grad
+        torch.testing.assert_close(pre, pre_graph)
+        for a, b in zip(direct, graph):
+            if b.requires_grad:
+                torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+            else:
+                assert a.grad is None
+    # a first gradient (no .grad yet) is created rather than accumulated
+    direct = [t.clone().requires_grad_() for t in init]
+    BernoulliRBM(*direct).free_energy_gap_accumulate(x, v)
+    graph = [t.clone().requires_grad_() for t in init]
+    want = torch.autograd.grad(BernoulliRBM(*graph).free_energy_gap(x, v)[0], graph)
+    for a, w in zip(direct, want):
+        torch.testing.assert_close(a.grad, w, rtol=1e-10, atol=1e-12)
+
+
+def test_free_energy_gap_accumulate_refuses_hooks_and_non_leaves(float64):
+    W, b, c = torch.randn(4, 3, requires_grad=True), torch.zeros(4), torch.zeros(3)
+    assert BernoulliRBM(W, b, c).can_accumulate()
+    assert not BernoulliRBM(W * 1.0, b, c).can_accumulate()  # non-leaf: needs the graph
+    with torch.no_grad():
+        assert not BernoulliRBM(W, b, c).can_accumulate()
+    W.register_hook(lambda g: g)
+    rbm = BernoulliRBM(W, b, c)
+    assert not rbm.can_accumulate()
+    with pytest.raises(RuntimeError, match="backward"):
+        rbm.free_energy_gap_accumulate(torch.ones(2, 4), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_cd_loss_and_grads_equals_differentiable_loss_backward(float64, hooked):
+    """SVI's entry point (direct gradients for plain parameters, the graph for hooked ones)
+    gives the same value, gradients and chains as differentiable_loss(...).backward(),
+    with a poutine.scale on the site."""
+    x = (torch.rand(8, 6, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    results = []
+    calls = []
+    for entry in ("graph", "direct"):
+        torch.manual_seed(0)
+        model = RBM(6, 4).double()
+        if hooked:
+            model.weight.register_hook(lambda g: calls.append(1) or g)
+        loss = ContrastiveDivergence(k=1, persistent=True, num_chains=5)
+        scaled = pyro.poutine.scale(model.model, scale=0.25)
+        for _ in range(3):  # persistent chains carry over between updates
+            model.zero_grad()
+            if entry == "graph":
+                out = loss.differentiable_loss(scaled, model.guide, x)
+                out.backward()
+                value = out.item()
+            else:
+                value = loss.loss_and_grads(scaled, model.guide, x)
+        results.append((value, [p.grad.clone() for p in model.parameters()], loss.chains["v"]))
+    (v1, g1, c1), (v2, g2, c2) = results
+    assert v2 == pytest.approx(v1, rel=1e-12)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(c1, c2):
+        torch.testing.assert_close(a, b)
+    assert len(calls) == (6 if hooked else 0)  # hooks still run: the graph path was taken
+
+
+def test_free_energy_gap_of_stacked_rows_and_argument_errors(float64):
+    torch.manual_seed(5)
+    rbm = _random_rbm(5, 3, scale=0.7)
+    x = torch.bernoulli(torch.full((4, 5), 0.5))
+    v = torch.bernoulli(torch.full((2, 5), 0.5))
+    gap, pre = rbm.free_energy_gap(x, v)
+    gap_s, pre_s = rbm.free_energy_gap(torch.cat([x, v]), num_data=4)
+    expected = rbm.free_energy(x).sum() - 2.0 * rbm.free_energy(v).sum()
+    assert gap_s.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert gap.item() == pytest.approx(expected.item(), rel=1e-12)
+    torch.testing.assert_close(pre_s, rbm.hidden_logits(v))
+    with pytest.raises(ValueError, match="either negatives or num_data"):
+        rbm.free_energy_gap(x)
+    with pytest.raises(ValueError, match="either negatives or num_data"):
+        rbm.free_energy_gap(x, v, num_data=2)
+    with pytest.raises(ValueError, match="num_data must leave"):
+        rbm.free_energy_gap(x, num_data=4)
+
+
+def test_bernoulli_sample_writes_into_out():
+    from pyrogen.distributions.energy import bernoulli_sample
+
+    probs = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    out = torch.full((2, 3), 7.0, dtype=torch.float64)
+    got = bernoulli_sample(probs, out=out)
+    assert got is out and out.dtype == torch.float64
+    torch.testing.assert_close(out, probs.double())

@@ -29,6 +29,8 @@ does through :meth:`expand`).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
@@ -63,49 +65,86 @@ def _check_weight(weight, visible_bias, hidden_bias):
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _row_weights(num_data: int, num_negatives: int, dtype, device) -> torch.Tensor:
+    r""":math:`w = (-1, \dots, -1, r, \dots, r)`, :math:`r = n / m`: the gap is
+    :math:`-\sum_k w_k F(u_k)` over the stacked rows :math:`u = (x_1..x_n, v_1..v_m)`."""
+    w = torch.full((num_data + num_negatives,), -1.0, dtype=dtype, device=device)
+    w[num_data:] = num_data / num_negatives
+    return w
+
+
+def _gap_forward(stacked, num_data: int, weight, visible_bias, hidden_bias):
+    """Value of the free-energy gap of the stacked rows (see :class:`_FreeEnergyGap`) and
+    what its gradient needs: ``(value, pre, row_weights, grad_b)``."""
+    w = _row_weights(num_data, stacked.shape[0] - num_data, stacked.dtype, stacked.device)
+    pre = torch.addmm(hidden_bias, stacked, weight)  # one product for data and samples
+    grad_b = torch.mv(stacked.T, w)  # r sum_j v_j - sum_i x_i
+    value = torch.dot(grad_b, visible_bias).add_(torch.dot(F.softplus(pre).sum(-1), w))
+    return value, pre, w, grad_b
+
+
+def _gap_grads(stacked, pre, w, grad_b, grad, need, into=None):
+    """Gradients of ``grad`` times the gap in ``(weight, visible_bias, hidden_bias)`` (None
+    where ``need`` is False). With ``into`` (three tensors or None), they are added to those
+    tensors in place (how ``.grad`` accumulates) and returned."""
+    into = into or (None, None, None)
+    wg = w if isinstance(grad, float) and grad == 1.0 else w * grad
+    s = torch.sigmoid(pre).mul_(wg[:, None])  # w_k g sigma(c + u_k W), one pass
+    g_w = g_b = g_c = None
+    if need[0]:  # sum_k w_k g u_k sigma(...)^T: one product, no scaling pass over the result
+        g_w = torch.mm(stacked.T, s) if into[0] is None else into[0].addmm_(stacked.T, s)
+    if need[1]:
+        g_b = grad_b * grad
+        g_b = g_b if into[1] is None else into[1].add_(g_b)
+    if need[2]:
+        g_c = s.sum(0) if into[2] is None else into[2].add_(s.sum(0))
+    return g_w, g_b, g_c
+
+
 class _FreeEnergyGap(torch.autograd.Function):
-    r""":math:`\sum_i F(x_i) - r \sum_j F(v_j)` for a binary RBM, and the negatives' hidden
+    r""":math:`\sum_i F(x_i) - r \sum_j F(v_j)` for a binary RBM, :math:`r = n / m`, from
+    the stacked rows :math:`U = (x_1..x_n, v_1..v_m)`, and the samples' hidden
     pre-activations, with a hand-written backward (the contrastive-divergence surrogate).
 
-    With :math:`F(v) = -b^\top v - \sum_k \operatorname{softplus}(c_k + v^\top W_{:k})`,
+    With :math:`F(u) = -b^\top u - \sum_k \operatorname{softplus}(c_k + u^\top W_{:k})`
+    and row weights :math:`w = (-1, \dots, -1, r, \dots, r)`,
 
     .. math::
 
-        \partial_W = -X^\top \sigma(P_X) + r\, V^\top \sigma(P_V), \quad
-        \partial_b = -\textstyle\sum_i x_i + r \sum_j v_j, \quad
-        \partial_c = -\textstyle\sum_i \sigma(P_X)_i + r \sum_j \sigma(P_V)_j,
+        \mathrm{gap} = b^\top U^\top w + w^\top \operatorname{softplus}(P)\,\mathbf 1, \quad
+        \partial_W = U^\top \operatorname{diag}(w)\, \sigma(P), \quad
+        \partial_b = U^\top w, \quad
+        \partial_c = \sigma(P)^\top w,
 
-    :math:`P = c + vW`. The weight gradient is one ``addmm`` on top of one ``mm``, with no
-    concatenated batch and no autograd graph: the same matrix products as a bare PCD loop.
+    :math:`P = \mathbf 1 c^\top + U W`. Data and samples share each product: one ``addmm``
+    forward, one ``mm`` backward, no autograd graph.
     """
 
     @staticmethod
-    def forward(ctx, x, negatives, weight, visible_bias, hidden_bias, ratio: float):
-        pre_x = torch.addmm(hidden_bias, x, weight)
-        pre_v = torch.addmm(hidden_bias, negatives, weight)
-        sum_x, sum_v = x.sum(0), negatives.sum(0)
-        value = (ratio * sum_v - sum_x) @ visible_bias
-        value = value - F.softplus(pre_x).sum() + ratio * F.softplus(pre_v).sum()
-        ctx.save_for_backward(x, negatives, pre_x, pre_v, sum_x, sum_v)
-        ctx.ratio = ratio
+    def forward(ctx, stacked, num_data: int, weight, visible_bias, hidden_bias):
+        value, pre, w, grad_b = _gap_forward(stacked, num_data, weight, visible_bias, hidden_bias)
+        ctx.save_for_backward(stacked, pre, w, grad_b)
+        pre_v = pre[num_data:]
         ctx.mark_non_differentiable(pre_v)
         return value, pre_v
 
     @staticmethod
     def backward(ctx, grad, _grad_pre):
-        x, negatives, pre_x, pre_v, sum_x, sum_v = ctx.saved_tensors
-        r = ctx.ratio
-        need_w, need_b, need_c = ctx.needs_input_grad[2:5]
-        s_x, s_v = torch.sigmoid(pre_x), torch.sigmoid(pre_v)
-        g_w = g_b = g_c = None
-        if need_w:
-            g_w = torch.addmm(torch.mm(x.T, s_x), negatives.T, s_v, beta=-1.0, alpha=r)
-            g_w = g_w.mul_(grad)
-        if need_b:
-            g_b = (r * sum_v - sum_x) * grad
-        if need_c:
-            g_c = (r * s_v.sum(0) - s_x.sum(0)) * grad
-        return None, None, g_w, g_b, g_c, None
+        grads = _gap_grads(*ctx.saved_tensors, grad, ctx.needs_input_grad[2:5])
+        return (None, None, *grads)
+
+
+def _accumulates_like_backward(t: torch.Tensor) -> bool:
+    """Whether adding to ``t.grad`` directly is exactly what ``backward()`` would do: a plain
+    leaf that requires grad, with no hooks."""
+    return (
+        type(t) in (torch.Tensor, torch.nn.Parameter)
+        and t.is_leaf
+        and t.requires_grad
+        and not t._backward_hooks
+        and not getattr(t, "_post_accumulate_grad_hooks", None)
+    )
 
 
 class BernoulliRBM(EnergyBasedDistribution):
@@ -163,12 +202,16 @@ class BernoulliRBM(EnergyBasedDistribution):
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """Log-odds of :math:`p(h = 1 \\mid v)`: :math:`c + v^\\top W`."""
+        if v.dim() == 2:
+            return torch.addmm(self.hidden_bias, v, self.weight)
         return torch.addmm(self.hidden_bias, v.reshape(-1, v.shape[-1]), self.weight).reshape(
             v.shape[:-1] + (self.num_hidden,)
         )
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Log-odds of :math:`p(v = 1 \\mid h)`: :math:`b + W h`."""
+        if h.dim() == 2:
+            return torch.addmm(self.visible_bias, h, self.weight.T)
         return torch.addmm(self.visible_bias, h.reshape(-1, h.shape[-1]), self.weight.T).reshape(
             h.shape[:-1] + (self.num_visible,)
         )
@@ -195,18 +238,75 @@ class BernoulliRBM(EnergyBasedDistribution):
         pre = self.hidden_logits(value)
         return -(value @ self.visible_bias) - F.softplus(pre).sum(-1), pre
 
-    def free_energy_gap(self, x: torch.Tensor, negatives: torch.Tensor):
+    def _stacked(self, x, negatives, num_data):
+        if (negatives is None) == (num_data is None):
+            raise ValueError("give either negatives or num_data (x stacks data and samples)")
+        dtype = self.weight.dtype
+        if negatives is not None:
+            num_data = x.shape[0]
+            x = torch.cat([x.to(dtype), negatives.to(dtype)])
+        if not 0 < num_data < x.shape[0]:
+            raise ValueError(
+                f"num_data must leave at least one data row and one sample, got {num_data} "
+                f"of {x.shape[0]} rows"
+            )
+        return x.to(dtype), int(num_data)
+
+    def free_energy_gap(self, x: torch.Tensor, negatives=None, *, num_data=None):
         r""":math:`\sum_i F(x_i) - \frac{n}{m} \sum_j F(v_j)` for ``(n, V)`` data and ``(m, V)``
         model samples (the contrastive-divergence surrogate, whose gradient is minus the CD
         estimate of the log-likelihood gradient of the batch), and the samples' hidden
         log-odds :math:`c + v^\top W` (reused by the next Gibbs sweep of a persistent chain).
-        Differentiable in the parameters, with a hand-written backward."""
-        dtype = self.weight.dtype
-        x, negatives = x.to(dtype), negatives.to(dtype)
-        ratio = x.shape[0] / negatives.shape[0]
-        return _FreeEnergyGap.apply(
-            x, negatives, self.weight, self.visible_bias, self.hidden_bias, ratio
-        )
+        Differentiable in the parameters, with a hand-written backward.
+
+        Either ``negatives`` is given, or ``x`` already stacks the ``num_data`` data rows
+        followed by the samples (what :class:`~pyrogen.infer.ContrastiveDivergence` builds,
+        to save a copy)."""
+        stacked, n = self._stacked(x, negatives, num_data)
+        return _FreeEnergyGap.apply(stacked, n, self.weight, self.visible_bias, self.hidden_bias)
+
+    def free_energy_gap_accumulate(self, x, negatives=None, *, num_data=None, scale=1.0):
+        """:meth:`free_energy_gap` with its gradient, times ``scale``, added straight to the
+        parameters' ``.grad`` (what ``backward()`` on ``scale * gap`` does) without building an
+        autograd graph; returns the detached ``(scale * gap, samples' hidden log-odds)``.
+
+        Only for parameters that are plain leaf tensors without hooks (see
+        :meth:`can_accumulate`); parameters that do not require grad are left alone."""
+        if not self.can_accumulate():
+            raise RuntimeError(
+                "free_energy_gap_accumulate needs grad mode on and leaf parameters without "
+                "hooks; use free_energy_gap(...)[0].backward() instead"
+            )
+        stacked, n = self._stacked(x, negatives, num_data)
+        with torch.no_grad():
+            return self._accumulate_gap(stacked, n, scale)
+
+    def _accumulate_gap(self, stacked, n: int, scale):
+        # the body of free_energy_gap_accumulate, for callers that checked can_accumulate()
+        # and stacked the rows themselves (contrastive divergence, under no_grad)
+        params = self._parameters()
+        value, *saved = _gap_forward(stacked, n, *params)
+        need = tuple(p.requires_grad for p in params)
+        grads = _gap_grads(stacked, *saved, scale, need, tuple(p.grad for p in params))
+        for p, g in zip(params, grads):
+            if g is not None and p.grad is None:
+                p.grad = g
+        if not (isinstance(scale, float) and scale == 1.0):
+            value = value * scale
+        return value, saved[0][n:]
+
+    def can_accumulate(self) -> bool:
+        """Whether :meth:`free_energy_gap_accumulate` applies: grad mode on, no parameter that
+        is a non-leaf or has hooks, at least one that requires grad."""
+        if not torch.is_grad_enabled():
+            return False
+        wanted = False
+        for p in self._parameters():
+            if p.requires_grad:
+                if not _accumulates_like_backward(p):
+                    return False
+                wanted = True
+        return wanted
 
     def unnormalized_log_prob_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`\\log \\tilde p(h) = c^\\top h + \\sum_i \\mathrm{softplus}(b_i + (W h)_i)`."""
@@ -249,9 +349,9 @@ class BernoulliRBM(EnergyBasedDistribution):
         """:math:`h \\sim p(h \\mid v)`, then :math:`v \\sim p(v \\mid h)`; state ``(v, h)``."""
         return self.gibbs_step_from_logits(self.hidden_logits(state[0]))
 
-    def gibbs_step_from_logits(self, hidden_logits: torch.Tensor):
+    def gibbs_step_from_logits(self, hidden_logits: torch.Tensor, out=None):
         """A Gibbs sweep that starts from already computed hidden log-odds of the current
-        visible state; returns ``(v, h)``."""
+        visible state; returns ``(v, h)``. ``out``, if given, receives ``v``."""
         h = bernoulli_sample(torch.sigmoid(hidden_logits))
-        v = bernoulli_sample(torch.sigmoid(self.visible_logits(h)))
+        v = bernoulli_sample(torch.sigmoid(self.visible_logits(h)), out=out)
         return (v, h)

@@ -135,25 +135,43 @@ class ContrastiveDivergence(ELBO):
                 state = dist.init_chains(m)
         return state
 
-    def _site_surrogate(self, site):
+    def _site_surrogate(self, site, accumulate: bool = False):
+        """The site's surrogate and whether its gradient has already been added to the
+        parameters' ``.grad`` (``accumulate=True``, binary RBMs with plain leaf parameters:
+        the gradient is written directly instead of through an autograd graph)."""
         dist, x = site["fn"], site["value"]
         x = x.reshape(-1, x.shape[-1])
         state = self._negative_state(site["name"], dist, x)
         n = x.shape[0]
         fast = isinstance(dist, BernoulliRBM)
+        scale = site["scale"]
+        if fast:
+            # data rows and the chains' last sweep share one buffer: every product of the
+            # update then covers both at once (see BernoulliRBM.free_energy_gap)
+            m = state[0].shape[0]
+            done = accumulate and dist.can_accumulate()
+            with torch.no_grad():
+                stacked = dist.weight.new_empty((n + m, x.shape[-1]))
+                stacked[:n] = x
+                for i in range(self.k):
+                    reuse = i == 0 and len(state) == 3  # the pre-activation from last update
+                    logits = state[2] if reuse else dist.hidden_logits(state[0])
+                    out = stacked[n:] if i == self.k - 1 else None
+                    state = dist.gibbs_step_from_logits(logits, out=out)
+                if done:  # gradients straight into .grad, no graph
+                    surrogate, pre = dist._accumulate_gap(stacked, n, scale)
+                    scale = 1.0
+            if not done:
+                surrogate, pre = dist.free_energy_gap(stacked, num_data=n)
+            if self.persistent:
+                self.chains[site["name"]] = (state[0], state[1], pre.detach())
+            return self._scaled(surrogate, scale), done
         with torch.no_grad():
-            for i in range(self.k):
-                if fast and i == 0 and len(state) == 3:
-                    state = dist.gibbs_step_from_logits(state[2])
-                else:
-                    state = dist.gibbs_step(state)
+            for _ in range(self.k):
+                state = dist.gibbs_step(state)
         negatives = state[0].detach()
         m = negatives.shape[0]
-        if fast:
-            surrogate, pre = dist.free_energy_gap(x, negatives)
-            if self.persistent:
-                self.chains[site["name"]] = (negatives, state[1], pre.detach())
-        elif hasattr(dist, "mean_field"):  # DBM: mean-field positive phase, joint energy
+        if hasattr(dist, "mean_field"):  # DBM: mean-field positive phase, joint energy
             with torch.no_grad():
                 mus = dist.mean_field(x, num_iters=self.mean_field_iters, tol=None)
             samples = tuple(t.detach() for t in state)
@@ -164,7 +182,11 @@ class ContrastiveDivergence(ELBO):
             surrogate = dist.free_energy(x).sum() - (n / m) * dist.free_energy(negatives).sum()
             if self.persistent:
                 self.chains[site["name"]] = tuple(t.detach() for t in state)
-        return surrogate * site["scale"]
+        return self._scaled(surrogate, scale), False
+
+    @staticmethod
+    def _scaled(surrogate, scale):
+        return surrogate if isinstance(scale, float) and scale == 1.0 else surrogate * scale
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("ContrastiveDivergence does not produce Pyro traces")
@@ -172,16 +194,31 @@ class ContrastiveDivergence(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The surrogate :math:`\\mathcal S` (see module docs), summed over sites; its
         gradient is the CD / PCD estimate of minus the log-likelihood gradient."""
-        total = 0.0
-        for site in self._sites(model, args, kwargs):
-            total = total + self._site_surrogate(site)
-        return total
+        terms = [self._site_surrogate(s)[0] for s in self._sites(model, args, kwargs)]
+        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())
+        """The surrogate's value, with its gradient added to the parameters' ``.grad`` (what
+        :class:`pyro.infer.SVI` and pyrogen's trainer call). For binary RBMs whose parameters
+        are plain leaf tensors the gradient is written directly (no autograd graph, see
+        :meth:`~pyrogen.distributions.BernoulliRBM.free_energy_gap_accumulate`); otherwise it
+        is ``differentiable_loss(...).backward()``."""
+        total, graph = 0.0, []
+        for site in self._sites(model, args, kwargs):
+            value, done = self._site_surrogate(site, accumulate=True)
+            if done:
+                total += float(value)
+            else:
+                graph.append(value)
+        if graph:
+            loss = graph[0] if len(graph) == 1 else torch.stack(graph).sum()
+            if loss.requires_grad:
+                loss.backward()
+            total += float(loss.detach())
+        return total
+
+    #: pyrogen's trainer calls :meth:`loss_and_grads` rather than ``differentiable_loss``
+    prefers_loss_and_grads = True
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:

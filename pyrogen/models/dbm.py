@@ -30,7 +30,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from pyrogen._effects import params_observed
+from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.dbm import DBM
 from pyrogen.distributions.energy import bernoulli_sample
 from pyrogen.distributions.rbm import BernoulliRBM
@@ -82,7 +82,7 @@ class PretrainingRBM(PyroModule):
 
     @pyro_method
     def model(self, x):
-        with pyro.plate("data", x.shape[0]):
+        with data_plate("data", x.shape[0], x.device):
             pyro.sample("v", self.distribution(), obs=torch.cat([x] * self.up, -1))
 
     @pyro_method
@@ -150,7 +150,7 @@ class DeepBoltzmannMachine(PyroModule):
         x = flatten_images(x, self.num_visible, self.image_shape)
         if is_validation_enabled():
             check_binary(x)
-        with pyro.plate("data", x.shape[0]):
+        with data_plate("data", x.shape[0], x.device):
             pyro.sample("v", self.distribution(validate_args=False), obs=x)
 
     @pyro_method

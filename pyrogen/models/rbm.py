@@ -27,7 +27,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from pyrogen._effects import params_observed
+from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.models._checks import check_binary, flatten_images
 
@@ -94,7 +94,7 @@ class RBM(PyroModule):
     def model(self, x: torch.Tensor):
         """``pyro.sample("v", BernoulliRBM(...), obs=x)`` inside ``pyro.plate("data")``."""
         x = self._prepare(x)
-        with pyro.plate("data", x.shape[0]):
+        with data_plate("data", x.shape[0], x.device):
             pyro.sample("v", self.distribution(validate_args=False), obs=x)
 
     @pyro_method
@@ -167,7 +167,7 @@ class ReplicatedSoftmax(PyroModule):
             from pyrogen.distributions.replicated_softmax import check_counts
 
             check_counts(counts, self.vocab_size, "counts")
-        with pyro.plate("data", counts.shape[0]):
+        with data_plate("data", counts.shape[0], counts.device):
             pyro.sample("v", self.distribution(validate_args=False), obs=counts)
 
     @pyro_method
