@@ -53,7 +53,7 @@ def pyrogen_trainer(x: torch.Tensor, seed: int = 0, graph: bool = False):
     Pyro model and ``ContrastiveDivergence.loss_and_grads`` (the call ``pyro.infer.SVI`` and
     ``pyrogen.train`` make), or with ``graph=True`` ``differentiable_loss(...).backward()``."""
     torch.manual_seed(seed)
-    rbm = RBM(x.shape[1], HIDDEN, pixel_mean=x.mean(0))
+    rbm = RBM(x.shape[1], HIDDEN, pixel_mean=x.mean(0)).to(x.device)
     cd = ContrastiveDivergence(k=1, persistent=True, num_chains=BATCH)
     # the loss sums over the batch (Pyro's convention): lr / batch is sklearn's lr
     opt = torch.optim.SGD(rbm.parameters(), lr=LR / BATCH)
@@ -79,9 +79,9 @@ def bare_trainer(x: torch.Tensor, seed: int = 0):
     pre-activation across updates like scikit-learn does."""
     torch.manual_seed(seed)
     V = x.shape[1]
-    W = torch.randn(V, HIDDEN) * 0.01
+    W = torch.randn(V, HIDDEN, device=x.device) * 0.01
     b = torch.logit(x.mean(0).clamp(1e-3, 1 - 1e-3))
-    c = torch.zeros(HIDDEN)
+    c = torch.zeros(HIDDEN, device=x.device)
     chain_pre = torch.addmm(c, x[:BATCH], W)
     lr = LR / BATCH
 
@@ -115,17 +115,21 @@ def sklearn_epoch(x: np.ndarray, seed: int = 0):
     return epoch
 
 
-def interleaved_epochs(trainers: dict, num_batches: int, blocks: int) -> dict:
+def interleaved_epochs(trainers: dict, num_batches: int, blocks: int, sync=None) -> dict:
     """One epoch of each trainer, run in ``blocks`` slices taken in turn (trainer A on slice 1,
     B on slice 1, A on slice 2, ...), so that a slow spell of a shared machine hits every
-    trainer alike; returns the seconds each trainer spent on its whole epoch."""
+    trainer alike; returns the seconds each trainer spent on its whole epoch. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) is called before each clock reading."""
+    sync = sync or (lambda: None)
     edges = [round(k * num_batches / blocks) for k in range(blocks + 1)]
     spent = dict.fromkeys(trainers, 0.0)
     names = list(trainers)
     for k in range(blocks):
         for name in names[k % len(names) :] + names[: k % len(names)]:
+            sync()
             start = time.perf_counter()
             trainers[name](edges[k], edges[k + 1])
+            sync()
             spent[name] += time.perf_counter() - start
     return spent
 
@@ -145,15 +149,21 @@ def speed(args) -> int:
         "sklearn_f32": sklearn_epoch(data.numpy().astype(np.float32)),
         "sklearn_f64": sklearn_epoch(data.numpy().astype(np.float64)),
     }
+    gpu = {}
+    if torch.cuda.is_available():
+        on_gpu = data.cuda()
+        gpu = {"pyrogen_gpu": pyrogen_trainer(on_gpu), "bare_gpu": bare_trainer(on_gpu)}
     # warm-up (first-touch allocations, BLAS and thread-pool start-up), not timed
-    for run in trainers.values():
+    for run in [*trainers.values(), *gpu.values()]:
         run(0, min(num_batches, 20))
     for epoch in whole.values():
         epoch()
-    times = {name: [] for name in [*trainers, *whole]}
+    times = {name: [] for name in [*trainers, *whole, *gpu]}
     for r in range(args.rounds):
         spent = interleaved_epochs(trainers, num_batches, args.blocks)
-        for name in trainers:
+        if gpu:
+            spent.update(interleaved_epochs(gpu, num_batches, args.blocks, torch.cuda.synchronize))
+        for name in [*trainers, *gpu]:
             times[name].append(spent[name])
         for name in list(whole)[r % 2 :] + list(whole)[: r % 2]:
             start = time.perf_counter()
@@ -186,10 +196,23 @@ def speed(args) -> int:
         ["scikit-learn BernoulliRBM (float32)", med["sklearn_f32"]],
         ["scikit-learn BernoulliRBM (float64)", med["sklearn_f64"]],
     ]
+    header = ["trainer", "CPU s / epoch"]
+    if gpu:  # the same table with a GPU column (scikit-learn has no GPU path)
+        header.append(f"GPU s / epoch ({torch.cuda.get_device_name()})")
+        gpu_cells = [med["pyrogen_gpu"], "-", med["bare_gpu"], "-", "-"]
+        rows = [row + [cell] for row, cell in zip(rows, gpu_cells)]
+        checks.append(
+            (
+                "pyrogen / bare PyTorch on the GPU",
+                ratio("pyrogen_gpu", "bare_gpu"),
+                "<= 1.2",
+                ratio("pyrogen_gpu", "bare_gpu") <= 1.2,
+            )
+        )
     table = (
         title
         + "\n\n"
-        + markdown_table(["trainer", "s / epoch"], rows)
+        + markdown_table(header, rows)
         + "\n\n"
         + markdown_table(
             ["ratio (median over rounds)", "value", "target", "met"],
