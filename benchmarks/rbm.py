@@ -251,6 +251,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dbm-epochs", type=int, default=20, help="DBM joint-training epochs")
     parser.add_argument("--dbm-lr", type=float, default=1e-4, help="DBM SGD lr, summed gradient")
     parser.add_argument("--momentum", type=float, default=0.5, help="DBM SGD momentum")
+    parser.add_argument(
+        "--dbm-decay",
+        choices=("linear", "none"),
+        default="none",
+        help="DBM joint-training learning rate: constant, or decayed linearly to 0",
+    )
     parser.add_argument("--rbm-momentum", type=float, default=0.9, help="RBM SGD momentum")
     parser.add_argument(
         "--rbm-decay",
@@ -357,6 +363,13 @@ def quality(args) -> int:
 
     if "dbm" in args.models:
         total = 2 * args.dbm_pretrain_epochs + args.dbm_epochs
+        first_joint = 2 * args.dbm_pretrain_epochs
+        dbm_decay = None
+        if args.dbm_decay == "linear":  # pre-training at the full rate, joint training decayed
+
+            def dbm_decay(e):
+                return args.dbm_lr * min(1.0, 1 - (e - first_joint) / args.dbm_epochs)
+
         fam, cfg, dbm, seconds = _train_family(
             "dbm",
             {
@@ -370,6 +383,7 @@ def quality(args) -> int:
             args.dbm_lr,
             total,
             data,
+            lr_schedule=dbm_decay,
         )
         start = time.perf_counter()
         ll = fam.log_likelihood(dbm, cfg, test, num_samples=args.ais_chains, progress=True)
@@ -380,7 +394,9 @@ def quality(args) -> int:
             [
                 "pyrogen DBM 500-1000 (variational bound)",
                 f"pre-training {args.dbm_pretrain_epochs}+{args.dbm_pretrain_epochs} epochs, joint "
-                f"{args.dbm_epochs} epochs (mean field + PCD), lr {args.dbm_lr * BATCH:g}",
+                f"{args.dbm_epochs} epochs (mean field + PCD), lr {args.dbm_lr * BATCH:g}"
+                f"{' decayed linearly to 0 in joint training' if dbm_decay else ''}, "
+                f"momentum {args.momentum:g}",
                 f"{seconds:.0f} s + {eval_seconds:.0f} s",
                 f"{ll.nll:.2f} ± {ll.stderr:.2f}",
                 _log_z_cell(ll, args.ais_chains),

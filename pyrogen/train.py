@@ -261,6 +261,14 @@ class StagedLearner:
             learner.to(device)
         return self
 
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every stage's learner (for ``lr_schedule``; a schedule
+        that should act on one stage only maps the epochs of the others to their rate)."""
+        for _, learner, _, _ in self.stages:
+            if not hasattr(learner, "set_lr"):
+                raise TypeError(f"{type(learner).__name__} has no set_lr")
+            learner.set_lr(lr)
+
     def state_dict(self) -> dict[str, Any]:
         return {"count": self.count, "stages": [s[1].state_dict() for s in self.stages]}
 

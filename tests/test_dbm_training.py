@@ -1,13 +1,15 @@
 """Training deep Boltzmann machines: doubled pre-training RBMs, staged learning, joint CD."""
 
 import pyro
+import pytest
 import torch
 
 from pyrogen.data import load
 from pyrogen.infer import ContrastiveDivergence
 from pyrogen.models.dbm import DeepBoltzmannMachine, PretrainingRBM
+from pyrogen.models.rbm import RBM
 from pyrogen.registry import DataInfo, get_family
-from pyrogen.train import StagedLearner, load_checkpoint, train
+from pyrogen.train import StagedLearner, SVILearner, load_checkpoint, train
 
 
 def test_pretraining_rbm_doubles_the_right_input(float64):
@@ -95,6 +97,20 @@ def test_staged_learner_switches_and_resumes_at_the_boundary(tmp_path):
     assert load_checkpoint(tmp_path)["learner"]["count"] == 4
     train(make(), data, epochs=1, batch_size=5, out=tmp_path, progress=False)
     assert log == straight and entered == straight_entered
+
+
+def test_staged_learner_lr_schedule_reaches_every_stage():
+    rbms = [RBM(4, 3), RBM(3, 2)]
+    learners = [
+        SVILearner(r, ContrastiveDivergence(), optimizer=torch.optim.SGD(r.parameters(), lr=1.0))
+        for r in rbms
+    ]
+    staged = StagedLearner([("a", learners[0], 2, None), ("b", learners[1], 0, None)])
+    staged.set_lr(0.25)
+    for learner in learners:
+        assert [g["lr"] for g in learner.optimizer.param_groups] == [0.25]
+    with pytest.raises(TypeError, match="no set_lr"):
+        StagedLearner([("a", Counting("a", []), 1, None)]).set_lr(0.1)
 
 
 def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelihood():
