@@ -308,6 +308,24 @@ def _log_z_cell(ll, chains):
     return f"{e['log_z']:.2f} ± {e['log_z_stderr']:.2f} (ESS {ll.ess[0].item():.0f}/{chains})"
 
 
+def _score(fam, module, cfg, test, args, label, training, seconds, eval_note):
+    """Test log-likelihood of a trained family member: its table row and its JSON record."""
+    start = time.perf_counter()
+    ll = fam.log_likelihood(module, cfg, test, num_samples=args.ais_chains, progress=True)
+    eval_seconds = time.perf_counter() - start
+    print(ll.summary())
+    e = ll.extra
+    row = [
+        label,
+        training,
+        f"{seconds:.0f} s + {eval_seconds:.0f} s{eval_note}",
+        f"{ll.nll:.2f} ± {ll.stderr:.2f}",
+        _log_z_cell(ll, args.ais_chains),
+        f"[{-e['log_likelihood_upper']:.2f}, {-e['log_likelihood_lower']:.2f}]",
+    ]
+    return row, {"train_seconds": seconds, "eval_seconds": eval_seconds, **ll.to_dict()}
+
+
 def quality(args) -> int:
     """Train a 500-hidden RBM (PCD-1) and a 500-1000 DBM on binarized MNIST (all 60,000
     non-test images) and score both on the 10,000 test images."""
@@ -337,27 +355,14 @@ def quality(args) -> int:
             data,
             lr_schedule=decay,
         )
-        start = time.perf_counter()
-        ll = fam.log_likelihood(rbm, cfg, test, num_samples=args.ais_chains, progress=True)
-        eval_seconds = time.perf_counter() - start
-        print(ll.summary())
-        e = ll.extra
-        rows.append(
-            [
-                f"pyrogen RBM {HIDDEN} hidden",
-                f"PCD-1, {args.rbm_epochs} epochs, lr {args.rbm_lr * BATCH:g}"
-                f"{' decayed linearly to 0' if decay else ''}, momentum {args.rbm_momentum:g}",
-                f"{seconds:.0f} s + {eval_seconds:.0f} s AIS",
-                f"{ll.nll:.2f} ± {ll.stderr:.2f}",
-                _log_z_cell(ll, args.ais_chains),
-                f"[{-e['log_likelihood_upper']:.2f}, {-e['log_likelihood_lower']:.2f}]",
-            ]
+        training = (
+            f"PCD-1, {args.rbm_epochs} epochs, lr {args.rbm_lr * BATCH:g}"
+            f"{' decayed linearly to 0' if decay else ''}, momentum {args.rbm_momentum:g}"
         )
-        record["results"]["rbm"] = {
-            "train_seconds": seconds,
-            "eval_seconds": eval_seconds,
-            **ll.to_dict(),
-        }
+        row, record["results"]["rbm"] = _score(
+            fam, rbm, cfg, test, args, f"pyrogen RBM {HIDDEN} hidden", training, seconds, " AIS"
+        )
+        rows.append(row)
         rows.append(["Salakhutdinov & Murray (2008) RBM 500", "CD-25", "-", "86.34", "AIS", "-"])
         rows.append(["Salakhutdinov & Murray (2008) RBM 500", "CD-1", "-", "125.53", "AIS", "-"])
 
@@ -385,29 +390,17 @@ def quality(args) -> int:
             data,
             lr_schedule=dbm_decay,
         )
-        start = time.perf_counter()
-        ll = fam.log_likelihood(dbm, cfg, test, num_samples=args.ais_chains, progress=True)
-        eval_seconds = time.perf_counter() - start
-        print(ll.summary())
-        e = ll.extra
-        rows.append(
-            [
-                "pyrogen DBM 500-1000 (variational bound)",
-                f"pre-training {args.dbm_pretrain_epochs}+{args.dbm_pretrain_epochs} epochs, joint "
-                f"{args.dbm_epochs} epochs (mean field + PCD), lr {args.dbm_lr * BATCH:g}"
-                f"{' decayed linearly to 0 in joint training' if dbm_decay else ''}, "
-                f"momentum {args.momentum:g}",
-                f"{seconds:.0f} s + {eval_seconds:.0f} s",
-                f"{ll.nll:.2f} ± {ll.stderr:.2f}",
-                _log_z_cell(ll, args.ais_chains),
-                f"[{-e['log_likelihood_upper']:.2f}, {-e['log_likelihood_lower']:.2f}]",
-            ]
+        training = (
+            f"pre-training {args.dbm_pretrain_epochs}+{args.dbm_pretrain_epochs} epochs, joint "
+            f"{args.dbm_epochs} epochs (mean field + PCD), lr {args.dbm_lr * BATCH:g}"
+            f"{' decayed linearly to 0 in joint training' if dbm_decay else ''}, "
+            f"momentum {args.momentum:g}"
         )
-        record["results"]["dbm"] = {
-            "train_seconds": seconds,
-            "eval_seconds": eval_seconds,
-            **ll.to_dict(),
-        }
+        label = "pyrogen DBM 500-1000 (variational bound)"
+        row, record["results"]["dbm"] = _score(
+            fam, dbm, cfg, test, args, label, training, seconds, ""
+        )
+        rows.append(row)
         rows.append(
             [
                 "Salakhutdinov & Hinton (2009) DBM 500-1000",

@@ -172,10 +172,11 @@ class SVILearner:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         # losses that write their gradients more cheaply than a graph would (contrastive
-        # divergence) say so; the others go through differentiable_loss + backward
-        direct = getattr(self.loss, "prefers_loss_and_grads", False)
-        value = None if direct else self._differentiable_loss(self.loss, batch)
-        if value is not None:
+        # divergence) offer value_and_grads; the others go through differentiable_loss
+        direct = getattr(self.loss, "value_and_grads", None)
+        if direct is not None:
+            value = direct(self.model, self.guide, batch)
+        elif (value := self._differentiable_loss(self.loss, batch)) is not None:
             value.backward()
             value = value.detach()
         else:  # e.g. RenyiELBO: only loss_and_grads

@@ -197,28 +197,26 @@ class ContrastiveDivergence(ELBO):
         terms = [self._site_surrogate(s)[0] for s in self._sites(model, args, kwargs)]
         return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """The surrogate's value, with its gradient added to the parameters' ``.grad`` (what
-        :class:`pyro.infer.SVI` and pyrogen's trainer call). For binary RBMs whose parameters
-        are plain leaf tensors the gradient is written directly (no autograd graph, see
-        :meth:`~pyrogen.distributions.BernoulliRBM.free_energy_gap_accumulate`); otherwise it
-        is ``differentiable_loss(...).backward()``."""
-        total, graph = 0.0, []
+    def value_and_grads(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The surrogate's value as a detached tensor (no host sync; pyrogen's trainer calls
+        this), with its gradient added to the parameters' ``.grad``. For binary RBMs whose
+        parameters are plain leaf tensors the gradient is written directly (no autograd
+        graph, see :meth:`~pyrogen.distributions.BernoulliRBM.free_energy_gap_accumulate`);
+        otherwise it is ``differentiable_loss(...).backward()``."""
+        values, graph = [], []
         for site in self._sites(model, args, kwargs):
             value, done = self._site_surrogate(site, accumulate=True)
-            if done:
-                total += float(value)
-            else:
-                graph.append(value)
+            (values if done else graph).append(value)
         if graph:
             loss = graph[0] if len(graph) == 1 else torch.stack(graph).sum()
             if loss.requires_grad:
                 loss.backward()
-            total += float(loss.detach())
-        return total
+            values.append(loss.detach())
+        return values[0] if len(values) == 1 else torch.stack(values).sum()
 
-    #: pyrogen's trainer calls :meth:`loss_and_grads` rather than ``differentiable_loss``
-    prefers_loss_and_grads = True
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """:meth:`value_and_grads` as a float (what :class:`pyro.infer.SVI` calls)."""
+        return float(self.value_and_grads(model, guide, *args, **kwargs))
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:
