@@ -69,7 +69,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyrogen.distributions.bernoulli import bernoulli_log_prob
-from pyrogen.models._checks import check_binary, check_finite
+from pyrogen._checks import check_binary, check_finite
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet, order_values, unorder_values
 
 __all__ = ["FVSBN", "NADE", "RNADE"]

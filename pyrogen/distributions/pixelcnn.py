@@ -153,7 +153,7 @@ class AutoregressiveImage(TorchDistribution):
     def _check_values(self, x: torch.Tensor) -> None:
         # imported here: the shared input checks live with the models, and distributions
         # must not depend on models at import time
-        from pyrogen.models._checks import check_binary, check_finite
+        from pyrogen._checks import check_binary, check_finite
 
         if self.net.output == "bernoulli":
             check_binary(x, "value")

@@ -34,7 +34,7 @@ from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.dbm import DBM
 from pyrogen.distributions.energy import bernoulli_sample
 from pyrogen.distributions.rbm import BernoulliRBM
-from pyrogen.models._checks import check_binary, flatten_images
+from pyrogen._checks import check_binary, flatten_images
 
 _instance_ids = itertools.count()
 

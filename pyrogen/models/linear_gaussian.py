@@ -34,7 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from pyrogen.models._checks import check_finite, flatten_images
+from pyrogen._checks import check_finite, flatten_images
 
 _instance_ids = itertools.count()
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.rbm import BernoulliRBM
-from pyrogen.models._checks import check_binary, flatten_images
+from pyrogen._checks import check_binary, flatten_images
 
 _instance_ids = itertools.count()
 

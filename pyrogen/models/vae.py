@@ -39,7 +39,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyrogen._effects import params_observed
 from pyrogen.distributions import IndependentBernoulli
-from pyrogen.models._checks import check_binary, flatten_images
+from pyrogen._checks import check_binary, flatten_images
 from pyrogen.nn import MLP, GaussianHead
 
 _instance_ids = itertools.count()
