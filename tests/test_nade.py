@@ -469,7 +469,7 @@ def test_family_learner_improves_the_exact_test_log_likelihood(digits, family, c
     learner = fam.learner(module, cfg, lr=0.01)
     result = train(learner, train_x, epochs=10, batch_size=100, progress=False, val_data=test_x)
     after = fam.log_likelihood(module, cfg, test_x, num_samples=1)
-    assert after.method.startswith("exact") and after.mc_stderr == 0
+    assert after.estimator.startswith("exact") and after.mc_stderr == 0
     assert after.per_example.shape == (len(test_x),)
     assert after.mean > before.mean + 4, (before.mean, after.mean)
     if not cfg.__dict__.get("order_agnostic"):  # validation loss is the exact test NLL

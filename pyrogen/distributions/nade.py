@@ -68,8 +68,8 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyrogen.distributions.bernoulli import bernoulli_log_prob
 from pyrogen._checks import check_binary, check_finite
+from pyrogen.distributions.bernoulli import bernoulli_log_prob
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet, order_values, unorder_values
 
 __all__ = ["FVSBN", "NADE", "RNADE"]

@@ -1,19 +1,19 @@
-"""Log-likelihood estimators with reliability diagnostics."""
+"""Log-likelihood estimators with reliability diagnostics, behind one entry point
+(:func:`log_likelihood`) and one result type (:class:`LogLikelihood`)."""
 
+from pyrogen.evaluate.dispatch import log_likelihood
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.exact import exact_log_likelihood
-from pyrogen.evaluate.importance import (
-    LogLikelihood,
-    importance_bound,
-    log_likelihood,
-    psis_khat,
-)
+from pyrogen.evaluate.importance import importance_bound, importance_log_likelihood, psis_khat
+from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
 
 __all__ = [
+    "KHAT_THRESHOLD",
     "LogLikelihood",
     "energy_log_likelihood",
     "exact_log_likelihood",
     "importance_bound",
+    "importance_log_likelihood",
     "log_likelihood",
     "psis_khat",
 ]

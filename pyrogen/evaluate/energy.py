@@ -8,11 +8,9 @@ Monte Carlo error of the mean, and the AIS sandwich :math:`[\log \hat Z - 3\,\ma
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from pyrogen.evaluate.importance import LogLikelihood
+from pyrogen.evaluate.result import LogLikelihood
 
 
 def energy_log_likelihood(
@@ -69,25 +67,21 @@ def energy_log_likelihood(
         ).double()
     log_z = float(lp.log_z)
     per_example = (unnorm - log_z).cpu()
-    n = per_example.numel()
+    mean = per_example.mean().item()
     ess = lp.ess
     ess_value = float(ess) if ess is not None else float("nan")
-    result = LogLikelihood(
-        mean=per_example.mean().item(),
-        stderr=per_example.std().item() / math.sqrt(n) if n > 1 else float("nan"),
+    return LogLikelihood.from_per_example(
+        per_example,
+        method,
         mc_stderr=float(lp.stderr),
-        per_example=per_example,
-        ess=torch.full((n,), ess_value, dtype=torch.float64),
-        khat=torch.full((n,), float("nan"), dtype=torch.float64),
         num_samples=int(lp.info.get("num_chains", 0)),
-        method=method,
-        extra={
+        ess=torch.full((per_example.numel(),), ess_value, dtype=torch.float64),
+        diagnostics={
             "log_z": log_z,
             "log_z_stderr": float(lp.stderr),
             "log_z_lower": float(lp.lower),
             "log_z_upper": float(lp.upper),
-            "log_likelihood_lower": per_example.mean().item() - (float(lp.upper) - log_z),
-            "log_likelihood_upper": per_example.mean().item() + (log_z - float(lp.lower)),
+            "log_likelihood_lower": mean - (float(lp.upper) - log_z),
+            "log_likelihood_upper": mean + (log_z - float(lp.lower)),
         },
     )
-    return result

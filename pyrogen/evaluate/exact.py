@@ -8,12 +8,12 @@ diagnostics (ESS, :math:`\hat k`) do not apply (NaN).
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable
 
 import torch
 
-from pyrogen.evaluate.importance import LogLikelihood
+from pyrogen.evaluate.result import LogLikelihood
 
 __all__ = ["exact_log_likelihood"]
 
@@ -24,10 +24,10 @@ def exact_log_likelihood(
     *,
     batch_size: int = 1000,
     progress: bool = False,
-    method: str = "exact",
+    estimator: str = "exact",
     num_samples: int = 0,
     device: torch.device | str | None = None,
-    **_ignored,
+    method: str | None = None,
 ) -> LogLikelihood:
     """Exact per-example log-likelihoods of ``data``, in batches.
 
@@ -37,13 +37,21 @@ def exact_log_likelihood(
     :param data: a ``(N, ...)`` tensor of examples or a pyrogen ``ImageDataset``.
     :param int batch_size: examples per call.
     :param bool progress: show a progress bar.
-    :param str method: the estimator's name in the summary (e.g. an ordering ensemble).
+    :param str estimator: the estimator's name in the summary (e.g. an ordering ensemble).
     :param int num_samples: samples behind each value (0: none; ``M`` for an ensemble of
         ``M`` orderings).
     :param device: where to evaluate when ``model`` is a plain callable (default: the
         data's device).
+    :param str method: deprecated name of ``estimator`` (removed in the next release).
     :returns: :class:`~pyrogen.evaluate.LogLikelihood` with ``mc_stderr = 0``.
     """
+    if method is not None:
+        warnings.warn(
+            "exact_log_likelihood(method=...) is deprecated; use estimator=...",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        estimator = method
     from tqdm import tqdm
 
     if hasattr(data, "tensor") and callable(data.tensor):  # a pyrogen ImageDataset
@@ -73,16 +81,4 @@ def exact_log_likelihood(
     finally:
         if module is not None:
             module.train(was_training)
-    per_example = torch.cat(chunks)
-    n = per_example.numel()
-    nan = torch.full((n,), float("nan"), dtype=torch.float64)
-    return LogLikelihood(
-        mean=per_example.mean().item(),
-        stderr=per_example.std().item() / math.sqrt(n) if n > 1 else float("nan"),
-        mc_stderr=0.0,
-        per_example=per_example,
-        ess=nan,
-        khat=nan.clone(),
-        num_samples=num_samples,
-        method=method,
-    )
+    return LogLikelihood.from_per_example(torch.cat(chunks), estimator, num_samples=num_samples)

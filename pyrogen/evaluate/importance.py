@@ -33,110 +33,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
 from pyrogen.infer._weights import compute_log_weights, guess_max_plate_nesting, run_particles
-
-KHAT_THRESHOLD = 0.7
-
-
-@dataclass
-class LogLikelihood:
-    """An estimate of the mean test log-likelihood, in nats per example.
-
-    :ivar mean: mean of :math:`\\log \\hat p(x_n)` over the examples.
-    :ivar stderr: standard error of ``mean`` as an estimate of the population mean (spread
-        of :math:`\\log p(x)` over examples divided by :math:`\\sqrt N`); the number to quote
-        next to a test log-likelihood.
-    :ivar mc_stderr: Monte Carlo standard error of ``mean`` for these examples (how much a
-        rerun with other samples would move it).
-    :ivar per_example: ``(N,)`` tensor of :math:`\\log \\hat p(x_n)`.
-    :ivar ess: ``(N,)`` effective sample sizes of the importance weights.
-    :ivar khat: ``(N,)`` PSIS Pareto :math:`\\hat k` (NaN where not computed).
-    """
-
-    mean: float
-    stderr: float
-    mc_stderr: float
-    per_example: torch.Tensor
-    ess: torch.Tensor
-    khat: torch.Tensor
-    num_samples: int
-    method: str = "importance sampling"
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def nll(self) -> float:
-        """Negative log-likelihood in nats per example (``-mean``)."""
-        return -self.mean
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.per_example.numel())
-
-    @property
-    def khat_share(self) -> float:
-        """Share of examples with :math:`\\hat k > 0.7`."""
-        k = self.khat[~torch.isnan(self.khat)]
-        return float((k > KHAT_THRESHOLD).float().mean()) if k.numel() else float("nan")
-
-    def summary(self) -> str:
-        if "log_z" in self.extra:  # an energy-based model: log Z shared by all examples
-            e = self.extra
-            lines = [
-                f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
-                f"(NLL {self.nll:.2f}; {self.method}, N={self.num_examples})",
-                f"  log Z = {e['log_z']:.3f} ± {e['log_z_stderr']:.3f}; sandwich on the mean "
-                f"log-likelihood [{e['log_likelihood_lower']:.2f}, "
-                f"{e['log_likelihood_upper']:.2f}]",
-            ]
-            if not torch.isnan(self.ess[0]):
-                lines.append(f"  AIS effective sample size {self.ess[0].item():.1f} chains")
-            return "\n".join(lines)
-        if self.mc_stderr == 0 and bool(torch.isnan(self.ess).all()):  # exact log p(x)
-            return (
-                f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
-                f"(NLL {self.nll:.2f}; {self.method}, N={self.num_examples})"
-            )
-        k = self.khat[~torch.isnan(self.khat)]
-        lines = [
-            f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
-            f"(NLL {self.nll:.2f}; {self.method}, K={self.num_samples}, N={self.num_examples})",
-            f"  Monte Carlo std. error of the mean: {self.mc_stderr:.3f}",
-            f"  ESS per example: median {self.ess.median().item():.1f}, "
-            f"min {self.ess.min().item():.1f} (of {self.num_samples})",
-        ]
-        if k.numel():
-            lines.append(
-                f"  PSIS k-hat: median {k.median().item():.2f}, max {k.max().item():.2f}, "
-                f"{100 * self.khat_share:.1f}% of examples above {KHAT_THRESHOLD}"
-            )
-        return "\n".join(lines)
-
-    __str__ = summary
-
-    def to_dict(self) -> dict:
-        k = self.khat[~torch.isnan(self.khat)]
-        ess = self.ess[~torch.isnan(self.ess)]
-        return {
-            "log_likelihood": self.mean,
-            "nll": self.nll,
-            "stderr": self.stderr,
-            "mc_stderr": self.mc_stderr,
-            "num_examples": self.num_examples,
-            "num_samples": self.num_samples,
-            "method": self.method,
-            "ess_median": float(ess.median()) if ess.numel() else None,
-            "ess_min": float(ess.min()) if ess.numel() else None,
-            "khat_median": float(k.median()) if k.numel() else None,
-            "khat_max": float(k.max()) if k.numel() else None,
-            "khat_share_above_0.7": self.khat_share if k.numel() else None,
-            **self.extra,
-        }
 
 
 def psis_khat(log_weights: np.ndarray) -> np.ndarray:
@@ -219,7 +122,7 @@ def example_log_weights(
     return torch.cat(chunks, dim=0)
 
 
-def log_likelihood(
+def importance_log_likelihood(
     model,
     guide,
     data,
@@ -283,19 +186,13 @@ def log_likelihood(
             khat.append(torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
         done = torch.cat(per_example)
         bar.set_postfix(logpx=f"{done.mean().item():.2f}")
-    per_example_t = torch.cat(per_example)
-    n = per_example_t.numel()
-    mean = per_example_t.mean().item()
-    stderr = per_example_t.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    mc_stderr = math.sqrt(torch.cat(mc_var).sum().item()) / n
-    result = LogLikelihood(
-        mean=mean,
-        stderr=stderr,
-        mc_stderr=mc_stderr,
-        per_example=per_example_t,
-        ess=torch.cat(ess),
-        khat=torch.cat(khat),
+    result = LogLikelihood.from_per_example(
+        torch.cat(per_example),
+        "importance sampling",
+        mc_stderr=math.sqrt(torch.cat(mc_var).sum().item()) / sum(len(v) for v in mc_var),
         num_samples=int(num_samples),
+        ess=torch.cat(ess).double(),
+        khat=torch.cat(khat),
     )
     share = result.khat_share
     if share == share and share > 0.05:

@@ -191,7 +191,7 @@ class NADEFamily(_BinaryAutoregressiveFamily):
         return exact_log_likelihood(
             lambda x: dist.ensemble_log_prob(x, orderings),
             data,
-            method=f"exact (ensemble of {config.test_orderings} orderings)",
+            estimator=f"exact (ensemble of {config.test_orderings} orderings)",
             num_samples=config.test_orderings,
             device=device,
             **kwargs,

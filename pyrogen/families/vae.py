@@ -73,10 +73,10 @@ class VAEFamily(Family):
         )
 
     def log_likelihood(self, module, config, data, num_samples: int, **kwargs):
-        from pyrogen.evaluate import log_likelihood
+        from pyrogen.evaluate import importance_log_likelihood
 
         module.eval()
-        return log_likelihood(
+        return importance_log_likelihood(
             module.model, module.guide, data, num_samples=num_samples, max_plate_nesting=1, **kwargs
         )
 

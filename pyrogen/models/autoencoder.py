@@ -99,10 +99,10 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
+from pyrogen._checks import check_finite, flatten_images
 from pyrogen._effects import params_observed
 from pyrogen.distributions import GaussianRBM, IndependentBernoulli
 from pyrogen.distributions.energy import EnergyBasedDistribution, bernoulli_sample, binary_states
-from pyrogen._checks import check_finite, flatten_images
 from pyrogen.models.rbm import RBM
 
 __all__ = ["ACTIVATIONS", "CORRUPTIONS", "OUTPUTS", "Autoencoder", "LayerRBM", "stack_codes"]

@@ -30,11 +30,11 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from pyrogen._checks import check_binary, flatten_images
 from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.dbm import DBM
 from pyrogen.distributions.energy import bernoulli_sample
 from pyrogen.distributions.rbm import BernoulliRBM
-from pyrogen._checks import check_binary, flatten_images
 
 _instance_ids = itertools.count()
 

@@ -37,9 +37,9 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
+from pyrogen._checks import check_binary, flatten_images
 from pyrogen._effects import params_observed
 from pyrogen.distributions import IndependentBernoulli
-from pyrogen._checks import check_binary, flatten_images
 from pyrogen.nn import MLP, GaussianHead
 
 _instance_ids = itertools.count()

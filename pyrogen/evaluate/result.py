@@ -1,0 +1,199 @@
+r"""The one result type of every log-likelihood estimator: :class:`LogLikelihood`.
+
+Whatever the estimator (exact, importance sampling, annealed importance sampling, a
+variational bound with an estimated partition function), a test log-likelihood is reported
+the same way: the mean of :math:`\log \hat p(x_n)` over the examples, in nats per example,
+with two standard errors that answer different questions:
+
+* ``stderr``: the spread of :math:`\log p(x)` over examples divided by :math:`\sqrt N`, how
+  much another test set of the same size would move the mean (the number to quote beside a
+  test log-likelihood);
+* ``mc_stderr``: the Monte Carlo error of the estimator for *these* examples, how much a
+  rerun with other random numbers would move it (0 for an exact log-likelihood).
+
+Diagnostics that only some estimators have (effective sample sizes, PSIS :math:`\hat k`,
+:math:`\log Z` and its sandwich) are NaN or absent where they do not apply.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["KHAT_THRESHOLD", "LogLikelihood"]
+
+#: PSIS :math:`\hat k` above which an importance-sampling estimate is unreliable [Vehtari et al.]
+KHAT_THRESHOLD = 0.7
+
+
+def _nan(n: int) -> torch.Tensor:
+    return torch.full((n,), float("nan"), dtype=torch.float64)
+
+
+@dataclass
+class LogLikelihood:
+    r"""An estimate of the mean test log-likelihood, in nats per example.
+
+    :ivar float mean: mean of :math:`\log \hat p(x_n)` over the examples.
+    :ivar float stderr: standard error of ``mean`` over examples (see module docs).
+    :ivar float mc_stderr: Monte Carlo standard error of ``mean`` (0 when exact).
+    :ivar torch.Tensor per_example: ``(N,)`` float64 values of :math:`\log \hat p(x_n)`.
+    :ivar str estimator: how the values were obtained, e.g. ``"exact"``,
+        ``"importance sampling"``, ``"AIS (100 chains, 14500 temperatures)"``.
+    :ivar int num_samples: importance samples per example, AIS chains, or orderings in an
+        ensemble (0 when no sampling is involved).
+    :ivar torch.Tensor ess: ``(N,)`` effective sample sizes (NaN where not applicable).
+    :ivar torch.Tensor khat: ``(N,)`` PSIS Pareto :math:`\hat k` (NaN where not computed).
+    :ivar dict diagnostics: estimator-specific numbers (e.g. ``log_z``, ``log_z_stderr`` and
+        the sandwich ``log_likelihood_lower`` / ``log_likelihood_upper`` of AIS).
+    """
+
+    mean: float
+    stderr: float
+    mc_stderr: float
+    per_example: torch.Tensor
+    estimator: str
+    num_samples: int = 0
+    ess: torch.Tensor | None = None
+    khat: torch.Tensor | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = int(self.per_example.numel())
+        if self.ess is None:
+            self.ess = _nan(n)
+        if self.khat is None:
+            self.khat = _nan(n)
+
+    @classmethod
+    def from_per_example(
+        cls, per_example: torch.Tensor, estimator: str, *, mc_stderr: float = 0.0, **fields
+    ) -> LogLikelihood:
+        """The result for ``(N,)`` per-example values: their mean and its standard error over
+        examples (NaN for a single example); other fields as given."""
+        per_example = per_example.detach().double().cpu().reshape(-1)
+        n = per_example.numel()
+        if n == 0:
+            raise ValueError("per_example: no examples were scored")
+        return cls(
+            mean=per_example.mean().item(),
+            stderr=per_example.std().item() / math.sqrt(n) if n > 1 else float("nan"),
+            mc_stderr=float(mc_stderr),
+            per_example=per_example,
+            estimator=estimator,
+            **fields,
+        )
+
+    # ---- derived numbers --------------------------------------------------------------
+
+    @property
+    def nll(self) -> float:
+        """Negative log-likelihood in nats per example (``-mean``)."""
+        return -self.mean
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.per_example.numel())
+
+    @property
+    def is_exact(self) -> bool:
+        """No Monte Carlo error: an exact log-likelihood."""
+        return self.mc_stderr == 0 and "log_z" not in self.diagnostics
+
+    @property
+    def khat_share(self) -> float:
+        r"""Share of examples with :math:`\hat k > 0.7` (NaN when none was computed)."""
+        k = self.khat[~torch.isnan(self.khat)]
+        return float((k > KHAT_THRESHOLD).float().mean()) if k.numel() else float("nan")
+
+    @property
+    def method(self) -> str:
+        """Deprecated alias of :attr:`estimator` (removed in the next release)."""
+        warnings.warn(
+            "LogLikelihood.method is deprecated; use LogLikelihood.estimator",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.estimator
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`diagnostics` (removed in the next release)."""
+        warnings.warn(
+            "LogLikelihood.extra is deprecated; use LogLikelihood.diagnostics",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.diagnostics
+
+    # ---- reporting --------------------------------------------------------------------
+
+    def _headline(self, with_k: bool) -> str:
+        k = f", K={self.num_samples}" if with_k else ""
+        return (
+            f"test log-likelihood: {self.mean:.2f} ± {self.stderr:.2f} nats/example "
+            f"(NLL {self.nll:.2f}; {self.estimator}{k}, N={self.num_examples})"
+        )
+
+    def summary(self) -> str:
+        """A few lines for people: the estimate with its standard error, then the
+        diagnostics of its estimator."""
+        d = self.diagnostics
+        if "log_z" in d:  # an energy-based model: one log Z shared by all examples
+            lines = [
+                self._headline(False),
+                f"  log Z = {d['log_z']:.3f} ± {d['log_z_stderr']:.3f}; sandwich on the mean "
+                f"log-likelihood [{d['log_likelihood_lower']:.2f}, "
+                f"{d['log_likelihood_upper']:.2f}]",
+            ]
+            ess = self.ess[~torch.isnan(self.ess)]
+            if ess.numel():
+                lines.append(
+                    f"  AIS effective sample size {ess[0].item():.1f} of {self.num_samples} chains"
+                )
+            return "\n".join(lines)
+        if self.is_exact and bool(torch.isnan(self.ess).all()):
+            return self._headline(False)
+        lines = [
+            self._headline(True),
+            f"  Monte Carlo std. error of the mean: {self.mc_stderr:.3f}",
+        ]
+        ess = self.ess[~torch.isnan(self.ess)]
+        if ess.numel():
+            lines.append(
+                f"  ESS per example: median {ess.median().item():.1f}, "
+                f"min {ess.min().item():.1f} (of {self.num_samples})"
+            )
+        k = self.khat[~torch.isnan(self.khat)]
+        if k.numel():
+            lines.append(
+                f"  PSIS k-hat: median {k.median().item():.2f}, max {k.max().item():.2f}, "
+                f"{100 * self.khat_share:.1f}% of examples above {KHAT_THRESHOLD}"
+            )
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers (JSON-serialisable): what ``eval.json`` of a run holds."""
+        k = self.khat[~torch.isnan(self.khat)]
+        ess = self.ess[~torch.isnan(self.ess)]
+        return {
+            "log_likelihood": self.mean,
+            "nll": self.nll,
+            "stderr": self.stderr,
+            "mc_stderr": self.mc_stderr,
+            "num_examples": self.num_examples,
+            "num_samples": self.num_samples,
+            "estimator": self.estimator,
+            "ess_median": float(ess.median()) if ess.numel() else None,
+            "ess_min": float(ess.min()) if ess.numel() else None,
+            "khat_median": float(k.median()) if k.numel() else None,
+            "khat_max": float(k.max()) if k.numel() else None,
+            "khat_share_above_0.7": self.khat_share if k.numel() else None,
+            **self.diagnostics,
+        }
