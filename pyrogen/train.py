@@ -1,20 +1,30 @@
 r"""One training loop for every family.
 
-The engine drives a *learner*: an object with
+The engine drives a *learner* (:class:`Learner`), an object with
 
-* ``step(batch) -> dict[str, Tensor | float]`` — one update; returns what to report
-  (per-example numbers, as tensors: the engine syncs only when it reports);
-* ``evaluate(batch) -> dict[str, Tensor | float]`` — validation numbers for a batch;
-* ``state_dict()`` / ``load_state_dict(state)`` — everything needed to resume exactly;
-* ``to(device)`` — move modules (and any persistent state) to a device.
+* ``step(batch) -> dict[str, Tensor | float]``: one update; returns what to report
+  (per-example numbers, as tensors: the engine syncs the host only when it reports);
+* ``evaluate(batch) -> dict[str, Tensor | float]``: validation numbers for a batch;
+* ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume exactly
+  (modules, optimizers, persistent chains, the stage of a staged learner);
+* ``to(device)``: move modules (and any persistent state) to a device;
+* ``set_steps_per_epoch(n)`` (optional): called once before the first step with the
+  number of steps per epoch, which the engine computes from the data and the batch size
+  (staged learners place their stage boundaries in epochs with it);
+* ``set_lr(lr)`` (needed only with ``lr_schedule``): set the learning rate.
 
 :class:`SVILearner` wraps any Pyro ELBO (``Trace_ELBO``, ``RenyiELBO``, pyrogen's
-:class:`~pyrogen.infer.IWAE`, ...) with a plain ``torch.optim`` optimizer. Contrastive
-divergence, adversarial and alternating learners follow the same protocol.
+:class:`~pyrogen.infer.IWAE`, :class:`~pyrogen.infer.ContrastiveDivergence`, ...) with a
+plain ``torch.optim`` optimizer; :class:`StagedLearner` runs learners one after another
+(greedy pre-training, then joint training). Alternating learners (sparse coding, PSD)
+follow the same protocol.
 
-:func:`train` adds epochs, seeded shuffling, devices, a progress bar, periodic validation,
-atomic checkpoints with exact resume (modules, optimizers, RNG states, data position) and a
-NaN/inf guard that stops with a clear message and keeps the last good checkpoint.
+:func:`train` (a :class:`Trainer`) adds epochs, seeded shuffling, devices, a progress bar,
+periodic validation, atomic checkpoints with exact resume (learner state, RNG states, data
+position) and a NaN/inf guard that stops with a clear message and keeps the last good
+checkpoint. A run folder (``out``) receives ``checkpoint.pt`` and ``history.jsonl`` (one JSON
+object per line: ``{"kind": "train" | "val", "step", "epoch", ...}``, rewritten with every
+checkpoint).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +46,7 @@ from tqdm import tqdm
 from pyrogen._rng import get_rng_state, preserved_rng, set_rng_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,6 +55,9 @@ class TrainingDiverged(RuntimeError):
 
 @runtime_checkable
 class Learner(Protocol):
+    """What the engine calls (see module docs). ``set_steps_per_epoch`` is called when the
+    learner has it; ``set_lr`` only with an ``lr_schedule``."""
+
     def step(self, batch: torch.Tensor) -> dict[str, Any]: ...
 
     def evaluate(self, batch: torch.Tensor) -> dict[str, Any]: ...
@@ -53,6 +67,24 @@ class Learner(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def to(self, device: torch.device) -> Learner: ...
+
+
+#: methods of the protocol that every learner must have
+REQUIRED_METHODS = ("step", "evaluate", "state_dict", "load_state_dict", "to")
+#: methods the engine calls when present (``set_lr``: needed with an ``lr_schedule``)
+OPTIONAL_METHODS = ("set_steps_per_epoch", "set_lr")
+
+
+def check_learner(learner, lr_schedule=None) -> None:
+    """A TypeError naming the methods of the protocol that ``learner`` lacks."""
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(learner, m, None))]
+    if lr_schedule is not None and not callable(getattr(learner, "set_lr", None)):
+        missing.append("set_lr (needed by lr_schedule)")
+    if missing:
+        raise TypeError(
+            f"{type(learner).__name__} is not a learner: it lacks {', '.join(missing)} "
+            "(see pyrogen.train.Learner)"
+        )
 
 
 # ----------------------------------------------------------------------------- devices, RNG
@@ -212,82 +244,160 @@ class SVILearner:
             self.loss.load_state_dict(state["loss"])
 
 
-class StagedLearner:
-    """Runs learners one after another: ``stages`` is a list of ``(name, learner, steps,
-    prepare)``; stage ``i`` makes ``steps`` updates (the last stage runs to the end), each
-    on ``prepare(batch)`` (e.g. the data passed up through layers trained before).
-    ``on_enter[name]`` is called once when that stage starts (e.g. to compose a model from
-    the pre-trained parts). Greedy layer-wise pre-training followed by joint training is
-    this. The step count is part of the state, so resuming lands in the right stage.
+@dataclass
+class Stage:
+    """One stage of a :class:`StagedLearner`.
+
+    :ivar str name: what progress lines and ``on_enter`` call it.
+    :ivar learner: the learner it runs.
+    :ivar epochs: its length in epochs (converted to steps with the engine's steps per
+        epoch); ``None`` for the last stage, which runs to the end of training.
+    :ivar prepare: ``batch -> batch`` applied before the learner sees it (e.g. the data
+        passed up through the layers trained before), or ``None``.
+    :ivar steps: its length in steps instead of epochs.
+    :ivar on_enter: called once when the stage starts (e.g. to compose a model from the
+        pre-trained parts), not again on resuming inside it.
     """
 
-    def __init__(self, stages, on_enter: dict[str, Callable[[], None]] | None = None) -> None:
+    name: str
+    learner: Any
+    epochs: float | None = None
+    prepare: Callable[[Any], Any] | None = None
+    steps: int | None = None
+    on_enter: Callable[[], None] | None = None
+
+    def length(self, steps_per_epoch: int | None) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        if self.epochs is None:
+            return 0
+        if steps_per_epoch is None:
+            raise RuntimeError(
+                f"stage {self.name!r} is {self.epochs} epochs long, but the steps per epoch are "
+                "not known yet (the engine sets them; call set_steps_per_epoch first)"
+            )
+        return int(round(self.epochs * steps_per_epoch))
+
+
+class StagedLearner:
+    """Runs learners one after another: greedy layer-wise pre-training followed by joint
+    training is this.
+
+    :param stages: :class:`Stage` objects, or tuples ``(name, learner, epochs, prepare)``.
+        Every stage but the last has a length; the last runs to the end of training.
+    :param on_enter: ``{stage name: callable}``, called once when that stage starts (the
+        same as ``Stage.on_enter``).
+    :param lr_stages: names of the stages whose learners :meth:`set_lr` (the engine's
+        ``lr_schedule``) reaches; default every stage (a schedule meant for one stage then
+        maps the epochs of the others to their rate).
+
+    The step count is part of the state, so resuming lands in the right stage.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence,
+        on_enter: dict[str, Callable[[], None]] | None = None,
+        lr_stages: Sequence[str] | None = None,
+    ):
         if not stages:
             raise ValueError("stages must not be empty")
-        self.stages = list(stages)
-        self.on_enter = on_enter or {}
+        self.stages = [s if isinstance(s, Stage) else Stage(*s) for s in stages]
+        for name, fn in (on_enter or {}).items():
+            matches = [s for s in self.stages if s.name == name]
+            if not matches:
+                raise ValueError(f"on_enter names no stage: {name!r}")
+            matches[0].on_enter = fn
+        names = [s.name for s in self.stages]
+        if isinstance(lr_stages, str):
+            lr_stages = (lr_stages,)
+        unknown = sorted(set(lr_stages or ()) - set(names))
+        if unknown:
+            raise ValueError(f"lr_stages names no stage: {unknown}; stages: {names}")
+        self.lr_stages = tuple(lr_stages) if lr_stages is not None else tuple(names)
+        self.steps_per_epoch: int | None = None
         self.count = 0
         self._entered = -1
 
-    def _current(self) -> int:
-        return self._stage_of(self.count)
+    def set_steps_per_epoch(self, steps: int) -> None:
+        self.steps_per_epoch = int(steps)
+        for stage in self.stages:
+            if hasattr(stage.learner, "set_steps_per_epoch"):
+                stage.learner.set_steps_per_epoch(steps)
+
+    def _bounds(self) -> list[int]:
+        ends, total = [], 0
+        for stage in self.stages[:-1]:
+            total += stage.length(self.steps_per_epoch)
+            ends.append(total)
+        return ends
+
+    def _stage_of(self, count: int) -> int:
+        for i, end in enumerate(self._bounds()):
+            if count < end:
+                return i
+        return len(self.stages) - 1
 
     @property
     def stage(self) -> str:
-        return self.stages[self._current()][0]
+        """The name of the stage the next step belongs to."""
+        return self.stages[self._stage_of(self.count)].name
 
-    def _enter(self) -> int:
-        i = self._current()
+    @property
+    def module(self):
+        """The module of the last stage's learner (the model being trained)."""
+        return self.stages[-1].learner.module
+
+    def _enter(self) -> Stage:
+        i = self._stage_of(self.count)
         if i != self._entered:
-            name = self.stages[i][0]
-            if name in self.on_enter and self.count == sum(s[2] for s in self.stages[:i]):
-                self.on_enter[name]()
+            stage = self.stages[i]
+            start = ([0] + self._bounds())[i]
+            if stage.on_enter is not None and self.count == start:
+                stage.on_enter()
             self._entered = i
-        return i
+        return self.stages[i]
 
     def step(self, batch):
-        i = self._enter()
-        _, learner, _, prepare = self.stages[i]
-        out = learner.step(prepare(batch) if prepare else batch)
+        stage = self._enter()
+        out = stage.learner.step(stage.prepare(batch) if stage.prepare else batch)
         self.count += 1
         return out
 
     def evaluate(self, batch):
-        i = self._current()
-        _, learner, _, prepare = self.stages[i]
-        return learner.evaluate(prepare(batch) if prepare else batch)
+        stage = self.stages[self._stage_of(self.count)]
+        return stage.learner.evaluate(stage.prepare(batch) if stage.prepare else batch)
 
     def to(self, device):
-        for _, learner, _, _ in self.stages:
-            learner.to(device)
+        for stage in self.stages:
+            stage.learner.to(device)
         return self
 
     def set_lr(self, lr: float) -> None:
-        """Set the learning rate of every stage's learner (for ``lr_schedule``; a schedule
-        that should act on one stage only maps the epochs of the others to their rate)."""
-        for _, learner, _, _ in self.stages:
-            if not hasattr(learner, "set_lr"):
-                raise TypeError(f"{type(learner).__name__} has no set_lr")
-            learner.set_lr(lr)
+        """Set the learning rate of the learners of :attr:`lr_stages`."""
+        for stage in self.stages:
+            if stage.name not in self.lr_stages:
+                continue
+            if not hasattr(stage.learner, "set_lr"):
+                raise TypeError(f"{type(stage.learner).__name__} has no set_lr")
+            stage.learner.set_lr(lr)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "stages": [s[1].state_dict() for s in self.stages]}
+        return {
+            "count": self.count,
+            "steps_per_epoch": self.steps_per_epoch,
+            "stages": [s.learner.state_dict() for s in self.stages],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count = state["count"]
+        if self.steps_per_epoch is None:  # loaded outside the engine (e.g. a run folder)
+            self.steps_per_epoch = state.get("steps_per_epoch")
         for stage, sub in zip(self.stages, state["stages"]):
-            stage[1].load_state_dict(sub)
+            stage.learner.load_state_dict(sub)
         # the stage of the last step taken: a resume exactly at a boundary enters the next
         last = self.count - 1
         self._entered = -1 if last < 0 else self._stage_of(last)
-
-    def _stage_of(self, count: int) -> int:
-        total = 0
-        for i, (_, _, steps, _) in enumerate(self.stages[:-1]):
-            total += steps
-            if count < total:
-                return i
-        return len(self.stages) - 1
 
 
 # ----------------------------------------------------------------------------- data
@@ -371,6 +481,260 @@ def validate(learner: Learner, data, batch_size: int, device: torch.device) -> d
     return {f"val_{k}": v / max(n, 1) for k, v in totals.items()}
 
 
+class Trainer:
+    """The training loop of :func:`train`, one named method per phase.
+
+    :meth:`run` starts (:meth:`start`: device, steps per epoch, resume or seed), runs epochs
+    (:meth:`run_epoch`) of steps (:meth:`take_step`), syncs the pending step outputs every
+    ``log_every`` steps (:meth:`flush`, which applies the NaN guard :meth:`guard` and
+    writes a history row), validates (:meth:`validate`) and checkpoints
+    (:meth:`checkpoint`), then writes the history file (:meth:`finish`). See :func:`train`
+    for the arguments.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        train_data,
+        *,
+        epochs: int = 1,
+        batch_size: int = 100,
+        val_data=None,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        out: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        validate_every: int | None = None,
+        log_every: int = 20,
+        max_steps: int | None = None,
+        resume: bool = True,
+        progress: bool = True,
+        lr_schedule: Callable[[int], float] | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if int(batch_size) < 1 or int(epochs) < 0:
+            raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+        if int(log_every) < 1:
+            raise ValueError(f"log_every must be >= 1, got {log_every}")
+        check_learner(learner, lr_schedule)
+        self.num_examples = _num_examples(train_data)
+        if self.num_examples == 0:
+            raise ValueError("train_data is empty")
+        self.learner, self.train_data, self.val_data = learner, train_data, val_data
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.seed, self.resume, self.progress = int(seed), resume, progress
+        self.device = resolve_device(device)
+        self.out = Path(out) if out is not None else None
+        self.checkpoint_path = self.out / CHECKPOINT_NAME if self.out is not None else None
+        #: steps per epoch, computed once here and handed to the learner
+        self.steps_per_epoch = math.ceil(self.num_examples / self.batch_size)
+        self.total_steps = self.epochs * self.steps_per_epoch
+        if max_steps is not None:
+            self.total_steps = min(self.total_steps, int(max_steps))
+        self.checkpoint_every = checkpoint_every or self.steps_per_epoch
+        self.validate_every, self.log_every = validate_every, int(log_every)
+        self.lr_schedule, self.callback = lr_schedule, callback
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # step outputs since the last sync
+        self.last_good: Path | None = None  # the checkpoint the NaN guard restores
+        self.written_at = -1  # the step of the last checkpoint written
+        self.bar = None
+
+    # ---- phases ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Move the learner to the device, tell it the steps per epoch, then resume from the
+        run folder's checkpoint (exactly: learner, position, history, RNG states) or seed
+        the global RNGs."""
+        self.learner.to(self.device)
+        if hasattr(self.learner, "set_steps_per_epoch"):
+            self.learner.set_steps_per_epoch(self.steps_per_epoch)
+        path = self.checkpoint_path
+        if path is not None and self.resume and path.exists():
+            state = load_checkpoint(path, map_location=self.device)
+            self.learner.load_state_dict(state["learner"])
+            self.step, self.epoch = state["step"], state["epoch"]
+            self.batch_in_epoch = state["batch_in_epoch"]
+            self.history = state.get("history", [])
+            set_rng_state(state["rng"])
+            self.last_good, self.written_at = path, self.step
+        else:
+            seed_everything(self.seed)
+
+    def run(self) -> TrainResult:
+        """Train to ``epochs`` (or ``max_steps``); returns a :class:`TrainResult`."""
+        self.start()
+        start_time = time.perf_counter()
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=min(self.step, self.total_steps),
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step < self.total_steps:
+                self.run_epoch()
+            self.flush()
+            self.checkpoint()
+        finally:
+            self.bar.close()
+        self.finish()
+        return TrainResult(
+            step=self.step,
+            epoch=self.epoch,
+            seconds=time.perf_counter() - start_time,
+            history=self.history,
+            checkpoint=self.checkpoint_path,
+        )
+
+    def run_epoch(self) -> None:
+        """The rest of the current epoch (from the resume position), in the order fixed by
+        ``(seed, epoch)``; stops early at ``max_steps``."""
+        self.bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
+        if self.lr_schedule is not None:
+            self.learner.set_lr(float(self.lr_schedule(self.epoch)))
+        batches = epoch_batches(
+            self.train_data, self.batch_size, self.seed, self.epoch, start=self.batch_in_epoch
+        )
+        for batch in batches:
+            self.take_step(batch)
+            if self.step >= self.total_steps or self.batch_in_epoch == 0:
+                break
+
+    def take_step(self, batch) -> None:
+        """One learner step, then whatever falls due: a sync of the pending outputs, the
+        end of the epoch, validation, a checkpoint."""
+        batch = _move(batch, self.device)
+        try:
+            self.pending.append(self.learner.step(batch))
+        except Exception as error:
+            # An error after a NaN (e.g. a distribution rejecting NaN parameters under
+            # validation) is reported as the divergence it is.
+            try:
+                self.flush()
+            except TrainingDiverged as diverged:
+                raise diverged from error
+            raise
+        self.step += 1
+        self.batch_in_epoch += 1
+        self.bar.update(1)
+        end_of_epoch = self.batch_in_epoch >= self.steps_per_epoch
+        if end_of_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        due = self.step % self.checkpoint_every == 0 or self.step >= self.total_steps
+        if len(self.pending) >= self.log_every or due or end_of_epoch:
+            self.flush()
+        if end_of_epoch or (self.validate_every and self.step % self.validate_every == 0):
+            self.validate()
+        if due:
+            self.checkpoint()
+
+    def flush(self) -> dict[str, float] | None:
+        """Sync the pending step outputs (the loop's only host sync): NaN guard, a history
+        row of their means, the progress bar's numbers."""
+        if not self.pending:
+            return None
+        keys = self.pending[0].keys()
+        values = {
+            k: torch.stack([torch.as_tensor(p[k], dtype=torch.float64).cpu() for p in self.pending])
+            for k in keys
+        }
+        self.guard(values, first_step=self.step - len(self.pending) + 1)
+        row = {"kind": "train", "step": self.step, "epoch": self.epoch}
+        row.update({k: v.mean().item() for k, v in values.items()})
+        self.pending.clear()
+        self.record(row)
+        self.bar.set_postfix({k: f"{row[k]:.3f}" for k in keys}, refresh=False)
+        return row
+
+    def guard(self, values: dict[str, torch.Tensor], first_step: int) -> None:
+        """The NaN guard: on a NaN or infinite number, load the last good checkpoint back
+        into the learner (when there is one) and raise :class:`TrainingDiverged`."""
+        for k, v in values.items():
+            bad = ~torch.isfinite(v)
+            if not bool(bad.any()):
+                continue
+            at = first_step + int(bad.nonzero()[0])
+            message = (
+                f"training diverged: {k} = {v[bad][0].item()} at step {at} (epoch {self.epoch}). "
+            )
+            if self.last_good is not None:
+                state = load_checkpoint(self.last_good, map_location=self.device)
+                self.learner.load_state_dict(state["learner"])
+                message += (
+                    f"The last good checkpoint ({self.last_good}, step {state['step']}) is "
+                    "intact and has been loaded back into the learner; resume from it with a "
+                    "smaller learning rate, or check the data for NaN."
+                )
+            else:
+                message += "No checkpoint had been written (pass out= to keep one)."
+            raise TrainingDiverged(message)
+
+    def validate(self) -> None:
+        """Average ``learner.evaluate`` over the validation data (without consuming the
+        global random streams) into a ``"val"`` history row; printed for about ten epochs
+        of a run."""
+        if self.val_data is None:
+            return
+        with preserved_rng():
+            metrics = validate(self.learner, self.val_data, self.batch_size, self.device)
+        row = {"kind": "val", "step": self.step, "epoch": self.epoch, **metrics}
+        self.record(row)
+        every = max(1, self.epochs // 10)
+        if self.progress and (self.epoch % every == 0 or self.step >= self.total_steps):
+            self.bar.write(
+                f"epoch {self.epoch} step {self.step}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
+            )
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.callback is not None:
+            self.callback(row)
+
+    def checkpoint(self) -> None:
+        """Write the checkpoint (atomically) and the history file, once per step."""
+        if self.checkpoint_path is None or self.written_at == self.step:
+            return
+        state = {
+            "learner": self.learner.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": get_rng_state(),
+            "history": self.history,
+            "seed": self.seed,
+        }
+        save_checkpoint(state, self.checkpoint_path)
+        self.last_good, self.written_at = self.checkpoint_path, self.step
+        self.write_history()
+
+    def write_history(self) -> None:
+        """``history.jsonl`` in the run folder: one JSON object per history row."""
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(row) + "\n" for row in self.history)
+        tmp = self.out / f".{HISTORY_NAME}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.out / HISTORY_NAME)
+
+    def finish(self) -> None:
+        self.write_history()
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a run folder's ``history.jsonl`` (or of that file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY_NAME
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def train(
     learner: Learner,
     train_data,
@@ -410,159 +774,21 @@ def train(
     :raises TrainingDiverged: when the loss becomes NaN/inf; the learner is restored to the
         last good checkpoint when there is one.
     """
-    if int(batch_size) < 1 or int(epochs) < 0:
-        raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
-    n = _num_examples(train_data)
-    if n == 0:
-        raise ValueError("train_data is empty")
-    device = resolve_device(device)
-    learner.to(device)
-    steps_per_epoch = math.ceil(n / batch_size)
-    out_dir = Path(out) if out is not None else None
-    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    history: list[dict[str, Any]] = []
-    step, epoch, batch_in_epoch = 0, 0, 0
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        learner.load_state_dict(state["learner"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        history = state.get("history", [])
-        set_rng_state(state["rng"])
-    else:
-        seed_everything(seed)
-    total_steps = epochs * steps_per_epoch
-    if max_steps is not None:
-        total_steps = min(total_steps, int(max_steps))
-    if checkpoint_every is None:
-        checkpoint_every = steps_per_epoch
-    last_good: Path | None = ckpt_path if ckpt_path is not None and ckpt_path.exists() else None
-    written_at = step if last_good is not None else -1
-
-    def write_checkpoint() -> None:
-        nonlocal last_good, written_at
-        if ckpt_path is None or written_at == step:
-            return
-        state = {
-            "learner": learner.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "rng": get_rng_state(),
-            "history": history,
-            "seed": seed,
-        }
-        save_checkpoint(state, ckpt_path)
-        last_good, written_at = ckpt_path, step
-
-    pending: list[dict[str, Any]] = []  # step outputs since the last sync
-
-    def flush(bar) -> dict[str, float] | None:
-        """Sync the pending step outputs: NaN guard, history, progress bar."""
-        if not pending:
-            return None
-        keys = pending[0].keys()
-        values = {
-            k: torch.stack([torch.as_tensor(p[k], dtype=torch.float64).cpu() for p in pending])
-            for k in keys
-        }
-        first_step = step - len(pending) + 1
-        for k, v in values.items():
-            bad = ~torch.isfinite(v)
-            if bool(bad.any()):
-                at = first_step + int(bad.nonzero()[0])
-                message = (
-                    f"training diverged: {k} = {v[bad][0].item()} at step {at} (epoch {epoch}). "
-                )
-                if last_good is not None:
-                    state = load_checkpoint(last_good, map_location=device)
-                    learner.load_state_dict(state["learner"])
-                    message += (
-                        f"The last good checkpoint ({last_good}, step {state['step']}) is intact "
-                        "and has been loaded back into the learner; resume from it with a "
-                        "smaller learning rate, or check the data for NaN."
-                    )
-                else:
-                    message += "No checkpoint had been written (pass out= to keep one)."
-                raise TrainingDiverged(message)
-        row = {"kind": "train", "step": step, "epoch": epoch}
-        row.update({k: v.mean().item() for k, v in values.items()})
-        history.append(row)
-        pending.clear()
-        if bar is not None:
-            bar.set_postfix({k: f"{row[k]:.3f}" for k in keys}, refresh=False)
-        if callback is not None:
-            callback(row)
-        return row
-
-    def run_validation(bar) -> None:
-        if val_data is None:
-            return
-        with preserved_rng():
-            metrics = validate(learner, val_data, batch_size, device)
-        row = {"kind": "val", "step": step, "epoch": epoch, **metrics}
-        history.append(row)
-        every = max(1, epochs // 10)  # at most ~10 validation lines per run
-        if progress and (epoch % every == 0 or step >= total_steps):
-            bar.write(
-                f"epoch {epoch} step {step}: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
-            )
-        if callback is not None:
-            callback(row)
-
-    start_time = time.perf_counter()
-    bar = tqdm(
-        total=total_steps,
-        initial=min(step, total_steps),
-        desc="train",
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        while step < total_steps:
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            if lr_schedule is not None:
-                learner.set_lr(float(lr_schedule(epoch)))
-            for batch in epoch_batches(train_data, batch_size, seed, epoch, start=batch_in_epoch):
-                batch = _move(batch, device)
-                try:
-                    pending.append(learner.step(batch))
-                except Exception as error:
-                    # An error after a NaN (e.g. a distribution rejecting NaN parameters
-                    # under validation) is reported as the divergence it is.
-                    try:
-                        flush(bar)
-                    except TrainingDiverged as diverged:
-                        raise diverged from error
-                    raise
-                step += 1
-                batch_in_epoch += 1
-                bar.update(1)
-                end_of_epoch = batch_in_epoch >= steps_per_epoch
-                if end_of_epoch:
-                    epoch += 1
-                    batch_in_epoch = 0
-                if len(pending) >= log_every or step % checkpoint_every == 0 or end_of_epoch:
-                    flush(bar)
-                if validate_every and step % validate_every == 0 or end_of_epoch:
-                    run_validation(bar)
-                if step % checkpoint_every == 0 or step >= total_steps:
-                    flush(bar)
-                    write_checkpoint()
-                if step >= total_steps:
-                    break
-        flush(bar)
-        write_checkpoint()
-    finally:
-        bar.close()
-    if out_dir is not None:
-        with open(out_dir / "history.json", "w") as f:
-            json.dump(history, f, indent=1)
-    return TrainResult(
-        step=step,
-        epoch=epoch,
-        seconds=time.perf_counter() - start_time,
-        history=history,
-        checkpoint=ckpt_path,
-    )
+    return Trainer(
+        learner,
+        train_data,
+        epochs=epochs,
+        batch_size=batch_size,
+        val_data=val_data,
+        device=device,
+        seed=seed,
+        out=out,
+        checkpoint_every=checkpoint_every,
+        validate_every=validate_every,
+        log_every=log_every,
+        max_steps=max_steps,
+        resume=resume,
+        progress=progress,
+        lr_schedule=lr_schedule,
+        callback=callback,
+    ).run()

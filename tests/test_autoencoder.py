@@ -8,9 +8,13 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrogen.distributions import GaussianHiddenRBM
 from pyrogen.distributions.energy import binary_states
-from pyrogen.models.autoencoder import Autoencoder, LayerRBM, _BinaryGaussianRBM, stack_codes
+from pyrogen.models.autoencoder import Autoencoder
+from pyrogen.models.base import Representation
+from pyrogen.models.greedy import StackRBM, propagate
 from pyrogen.registry import DataInfo, get_family
+from pyrogen.runs import Run
 from pyrogen.train import SVILearner, train
 
 
@@ -32,7 +36,7 @@ def principal_angles_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def tiny_info(dim=16):
-    return DataInfo(num_pixels=dim, image_shape=(4, dim // 4), pixel_mean=None, dataset="toy")
+    return DataInfo(num_features=dim, image_shape=(4, dim // 4), pixel_mean=None, dataset="toy")
 
 
 # ----------------------------------------------------------------------------- linear = PCA
@@ -195,12 +199,17 @@ def run_stages(config, x, steps_per_epoch, extra_steps, lr=1e-3):
     cfg = fam.config(**config)
     torch.manual_seed(0)
     ae = fam.build(cfg, tiny_info(x.shape[1]))
-    learner = fam.learner(ae, cfg, lr, steps_per_epoch=steps_per_epoch)
+    learner = fam.learner(ae, cfg, lr)
     n_pre = cfg.pretrain_epochs * steps_per_epoch * (len(ae.sizes) - 1)
-    initial = [p.detach().clone() for p in learner.parts[0].parameters()]
+    initial = [p.detach().clone() for p in learner.stages[0].learner.module.parameters()]
     batch = x.shape[0] // steps_per_epoch
     train(learner, x, batch_size=batch, epochs=100, max_steps=n_pre + extra_steps, progress=False)
     return ae, learner, initial
+
+
+def stack_parts(learner):
+    """The pre-trained parts of a staged autoencoder learner (every stage but fine-tuning)."""
+    return [stage.learner.module for stage in learner.stages[:-1]]
 
 
 def test_deep_autoencoder_unrolls_the_pretrained_rbms():
@@ -211,8 +220,8 @@ def test_deep_autoencoder_unrolls_the_pretrained_rbms():
     x = torch.randn(64, 16)  # real-valued, standardized-ish
     config = dict(kind="deep", hidden="12,8,3", output="gaussian", pretrain_epochs=2, rbm_sigma=0.3)
     ae, learner, initial = run_stages(config, x, steps_per_epoch=4, extra_steps=1, lr=0.0)
-    rbms = learner.parts
-    assert [(r.visible, r.hidden) for r in rbms] == [
+    rbms = stack_parts(learner)
+    assert [(r.visible_units, r.hidden_units) for r in rbms] == [
         ("gaussian", "binary"),
         ("binary", "binary"),
         ("binary", "gaussian"),
@@ -230,7 +239,7 @@ def test_deep_autoencoder_unrolls_the_pretrained_rbms():
         torch.testing.assert_close(ae.encoder[k].bias, rbm.hidden_bias, rtol=0, atol=0)
         torch.testing.assert_close(ae.decoder[k].bias, rbm.visible_bias, rtol=0, atol=0)
     with torch.no_grad():
-        torch.testing.assert_close(ae.encode(x), stack_codes(rbms, x))
+        torch.testing.assert_close(ae.encode(x), propagate(rbms, x))
     # fine-tuning unties: the decoder moves away from the encoder's transpose
     ae.train()
     optimizer = torch.optim.Adam(ae.parameters(), lr=1e-2)
@@ -246,9 +255,9 @@ def test_stacked_denoising_pretraining_loads_the_layer_autoencoders():
     config = dict(kind="denoising", hidden="8,3", output="bernoulli", pretrain_epochs=2, noise=0.3)
     ae, learner, initial = run_stages(config, x, steps_per_epoch=4, extra_steps=0, lr=1e-2)
     assert learner.stage == "finetune"  # the next step would enter it and load the layers
-    assert not torch.equal(ae.encoder[0].weight, learner.parts[0].encoder[0].weight)
-    learner.on_enter["finetune"]()
-    parts = learner.parts
+    parts = stack_parts(learner)
+    assert not torch.equal(ae.encoder[0].weight, parts[0].encoder[0].weight)
+    learner.stages[-1].on_enter()
     assert ae.noise == 0.0  # the stack is fine-tuned on clean inputs
     assert all(p.noise == 0.3 and p.tied for p in parts)
     assert [p.output for p in parts] == ["bernoulli", "bernoulli"]  # logistic units below
@@ -258,7 +267,7 @@ def test_stacked_denoising_pretraining_loads_the_layer_autoencoders():
         torch.testing.assert_close(ae.decoder[k].weight, part.encoder[0].weight.T, rtol=0, atol=0)
         torch.testing.assert_close(ae.decoder[k].bias, part.decoder_bias[0], rtol=0, atol=0)
     with torch.no_grad():
-        torch.testing.assert_close(ae.encode(x), stack_codes(parts, x))
+        torch.testing.assert_close(ae.encode(x), propagate(parts, x))
 
 
 def test_binary_gaussian_rbm_gibbs_matches_its_free_energy():
@@ -268,7 +277,7 @@ def test_binary_gaussian_rbm_gibbs_matches_its_free_energy():
     torch.manual_seed(0)
     W = torch.randn(3, 2) * 0.8
     b, c = torch.randn(3) * 0.5, torch.randn(2) * 0.5
-    rbm = _BinaryGaussianRBM(W, b, c)
+    rbm = GaussianHiddenRBM(W, b, c)
     states = next(iter(binary_states(3)))
     exact = (rbm.unnormalized_log_prob(states) - rbm.log_partition("exact").log_z).exp()
     assert exact.sum().item() == pytest.approx(1.0, abs=1e-5)
@@ -286,17 +295,19 @@ def test_binary_gaussian_rbm_gibbs_matches_its_free_energy():
     assert rbm.unnormalized_log_prob(vv).item() == pytest.approx(log_integral.item(), abs=1e-3)
 
 
-def test_layer_rbm_kinds_and_errors():
+def test_stack_rbm_kinds_and_errors():
     from pyrogen.distributions import BernoulliRBM, GaussianRBM
 
-    assert isinstance(LayerRBM(6, 4).distribution(), BernoulliRBM)
-    assert isinstance(LayerRBM(6, 4, visible="gaussian").distribution(), GaussianRBM)
-    assert isinstance(LayerRBM(6, 4, hidden="gaussian").distribution(), _BinaryGaussianRBM)
+    assert isinstance(StackRBM(6, 4).distribution(), BernoulliRBM)
+    assert isinstance(StackRBM(6, 4, visible_units="gaussian").distribution(), GaussianRBM)
+    assert isinstance(StackRBM(6, 4, hidden_units="gaussian").distribution(), GaussianHiddenRBM)
     with pytest.raises(ValueError, match="both be Gaussian"):
-        LayerRBM(6, 4, visible="gaussian", hidden="gaussian")
+        StackRBM(6, 4, visible_units="gaussian", hidden_units="gaussian")
     with pytest.raises(ValueError, match="visible_scale"):
-        LayerRBM(6, 4, visible_scale=0.5)  # binary units have no scale
-    g = LayerRBM(6, 4, visible="gaussian", visible_scale=0.5)
+        StackRBM(6, 4, visible_scale=0.5)  # binary units have no scale
+    with pytest.raises(ValueError, match="tied copies"):
+        StackRBM(6, 4, visible_units="gaussian", up=2)
+    g = StackRBM(6, 4, visible_units="gaussian", visible_scale=0.5)
     assert torch.equal(g.distribution().visible_scale, torch.full((6,), 0.5))
     v = torch.randn(3, 6)
     torch.testing.assert_close(g.up(v), g.distribution().hidden_given_visible(v).probs)
@@ -307,7 +318,7 @@ def test_layer_rbm_kinds_and_errors():
     with pytest.raises(ValueError, match="logistic hidden units"):
         Autoencoder.deep(6, (4, 2), activation="tanh").rbm_stack()
     # grey-level (probability) inputs are accepted by the stacked RBMs
-    rbm = LayerRBM(6, 4)
+    rbm = StackRBM(6, 4)
     trace = pyro.poutine.trace(rbm.model).get_trace(torch.rand(5, 6))
     assert trace.nodes["v"]["value"].shape == (5, 6)
 
@@ -333,12 +344,13 @@ def test_family_config_defaults_and_errors():
     # a one-layer denoising autoencoder trains on corrupted inputs itself
     ae = fam.build(fam.config(kind="denoising", hidden="5", noise=0.2), tiny_info())
     assert ae.noise == 0.2 and ae.sizes == (16, 5)
-    with pytest.raises(NotImplementedError, match="no distribution"):
-        fam.sample(ae, 3)
+    assert fam.kind == "representation" and isinstance(ae, Representation)
+    with pytest.raises(TypeError, match="no density"):
+        fam.log_likelihood(ae, fam.config(), torch.zeros(2, 16))
 
 
 def test_cli_trains_and_evaluates_an_autoencoder(tmp_path, capsys):
-    from pyrogen.cli import load_run, main
+    from pyrogen.cli import main
 
     out = tmp_path / "run"
     argv = ["train", "autoencoder", "--kind", "deep", "--hidden", "12,4", "--pretrain-epochs"]
@@ -346,9 +358,11 @@ def test_cli_trains_and_evaluates_an_autoencoder(tmp_path, capsys):
     argv += ["--out", str(out), "--no-progress", "--no-validate", "--device", "cpu"]
     assert main(argv) == 0
     assert (out / "checkpoint.pt").exists()
-    fam, cfg, module, rc = load_run(out)
-    assert rc["family"] == "autoencoder" and module.sizes == (64, 12, 4)
-    assert cfg.resolved_pretrain() == "rbm"
+    run = Run.load(out)
+    assert run.config.family == "autoencoder" and run.model.sizes == (64, 12, 4)
+    assert run.model_config.resolved_pretrain() == "rbm"
+    with pytest.raises(TypeError, match="deterministic"):
+        run.sample(4)
     assert main(["evaluate", str(out), "--limit", "50", "--no-progress", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "squared error" in printed and "no log-likelihood" in printed
@@ -366,6 +380,23 @@ def test_registry_learner_trains_one_step():
     assert not torch.equal(before, ae.encoder[0].weight)
     metrics = learner.evaluate(x)
     assert set(metrics) == {"loss", "sq_error"}
-    score = fam.log_likelihood(ae, cfg, x, num_samples=1, batch_size=10)
-    assert score.num_examples == 32
+    score = fam.evaluate(ae, cfg, x, batch_size=10)
+    assert score.num_examples == 32 and score.loss == "cross-entropy"
     assert score.squared_error == pytest.approx(ae.squared_error(x).mean().item(), rel=1e-5)
+    rec = ae.reconstruction_error(x).mean().item()
+    assert score.reconstruction_error == pytest.approx(rec, rel=1e-5)
+
+
+def test_representation_protocol_fit_transform_reconstruct():
+    # fit (through the engine), transform (the codes) and reconstruct on a linear
+    # autoencoder; its reconstructions beat the mean's squared error on low-rank data
+    x = low_rank_data(n=200, dim=8, rank=2)
+    ae = Autoencoder.linear(8, 2)
+    assert ae.fit(x, epochs=30, batch_size=20, lr=1e-2, progress=False) is ae
+    codes = ae.transform(x)
+    assert codes.shape == (200, 2) and not codes.requires_grad
+    err = (ae.reconstruct(x) - x).square().sum(-1).mean()
+    baseline = (x - x.mean(0)).square().sum(-1).mean()
+    assert err < 0.2 * baseline, (err, baseline)
+    with pytest.warns(DeprecationWarning, match="num_features"):
+        assert Autoencoder.linear(num_inputs=8, code=2).num_features == 8

@@ -47,7 +47,8 @@ def test_family_flags_come_from_the_config(capsys):
     for flag in (
         "--layers",
         "--objective",
-        "--k",
+        "--num-particles",
+        "--k",  # deprecated alias, kept for one release
         "--estimator",
         "--dataset",
         "--epochs",
@@ -79,7 +80,7 @@ def test_train_evaluate_sample_on_digits(tmp_path, capsys):
         "digits",
         "--layers",
         "1",
-        "--k",
+        "--num-particles",
         "3",
         "--epochs",
         "1",
@@ -93,9 +94,10 @@ def test_train_evaluate_sample_on_digits(tmp_path, capsys):
     ]
     assert cli.main(args) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["config"] == {"layers": 1, "objective": "iwae", "k": 3, "estimator": "iwae"}
-    assert (run / "checkpoint.pt").exists()
-    assert cli.main(["evaluate", str(run), "--k", "20", "--limit", "30", "--no-progress"]) == 0
+    expected = {"layers": 1, "objective": "iwae", "num_particles": 3, "estimator": "iwae"}
+    assert config["config"] == expected
+    assert (run / "checkpoint.pt").exists() and (run / "history.jsonl").exists()
+    assert cli.main(["evaluate", str(run), "--num-samples", "20", "--limit", "30"]) == 0
     out = capsys.readouterr().out
     assert "test log-likelihood" in out
     record = json.loads((run / "eval.json").read_text())
@@ -133,6 +135,36 @@ def test_demo_smoke_runs_on_shipped_digits(tmp_path, monkeypatch):
     assert "data set digits" in proc.stdout
     assert "test log-likelihood" in proc.stdout
     assert (tmp_path / "demo" / "samples.png").exists()
+
+
+def test_deprecated_flags_still_work(tmp_path, capsys):
+    # --k (now --num-particles) and --hidden1/--hidden2 (now --hidden 500,1000) were in the
+    # README: they keep working for one release, with a warning.
+    run = tmp_path / "run"
+    common = ["--dataset", "digits", "--max-steps", "1", "--no-progress", "--no-validate"]
+    with pytest.warns(FutureWarning, match="--num-particles"):
+        cli.main(["train", "vae", "--k", "2", "--out", str(run), *common])
+    assert json.loads((run / "config.json").read_text())["config"]["num_particles"] == 2
+    dbm = tmp_path / "dbm"
+    args = ["train", "dbm", "--hidden1", "7", "--hidden2", "5", "--pretrain-epochs", "0"]
+    with pytest.warns(FutureWarning, match="--hidden"):
+        cli.main([*args, "--chains", "4", "--out", str(dbm), *common])
+    assert json.loads((dbm / "config.json").read_text())["config"]["hidden"] == [7, 5]
+    capsys.readouterr()
+    with pytest.warns(FutureWarning, match="--num-samples"):
+        cli.main(["evaluate", str(run), "--k", "3", "--limit", "5", "--no-progress"])
+    assert json.loads((run / "eval.json").read_text())["num_samples"] == 3
+
+
+def test_exact_families_refuse_a_sample_count(tmp_path):
+    run = tmp_path / "fvsbn"
+    cli.main(
+        ["train", "fvsbn", "--dataset", "digits", "--max-steps", "1", "--out", str(run)]
+        + ["--no-progress", "--no-validate"]
+    )
+    with pytest.raises(TypeError, match="exact"):
+        cli.main(["evaluate", str(run), "--num-samples", "10", "--no-progress"])
+    assert cli.main(["evaluate", str(run), "--limit", "10", "--no-progress"]) == 0
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):

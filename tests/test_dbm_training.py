@@ -1,4 +1,5 @@
-"""Training deep Boltzmann machines: doubled pre-training RBMs, staged learning, joint CD."""
+"""Training deep Boltzmann machines: doubled pre-training RBMs (the greedy stack of
+pyrogen.models.greedy), staged learning, joint CD."""
 
 import pyro
 import pytest
@@ -6,27 +7,60 @@ import torch
 
 from pyrogen.data import load
 from pyrogen.infer import ContrastiveDivergence
-from pyrogen.models.dbm import DeepBoltzmannMachine, PretrainingRBM
+from pyrogen.models.dbm import DeepBoltzmannMachine
+from pyrogen.models.greedy import StackRBM, greedy_stages, propagate
 from pyrogen.models.rbm import RBM
 from pyrogen.registry import DataInfo, get_family
-from pyrogen.train import StagedLearner, SVILearner, load_checkpoint, train
+from pyrogen.train import Stage, StagedLearner, SVILearner, load_checkpoint, train
 
 
 def test_pretraining_rbm_doubles_the_right_input(float64):
     torch.manual_seed(0)
     v = (torch.rand(5, 6) < 0.5).double()
     h = (torch.rand(5, 4) < 0.5).double()
-    bottom = PretrainingRBM(6, 4, up=2).double()
+    bottom = StackRBM(6, 4, up=2).double()
     dist = bottom.distribution()  # two tied copies of the visible units
     W, b, c = bottom.weight, bottom.visible_bias, bottom.hidden_bias
     torch.testing.assert_close(dist.hidden_logits(torch.cat([v, v], -1)), c + 2 * v @ W)
     torch.testing.assert_close(dist.visible_logits(h)[:, :6], b + h @ W.T)
-    torch.testing.assert_close(bottom.up_probabilities(v), torch.sigmoid(c + 2 * v @ W))
-    top = PretrainingRBM(6, 4, down=2).double()
+    torch.testing.assert_close(bottom.up(v), torch.sigmoid(c + 2 * v @ W))
+    top = StackRBM(6, 4, down=2).double()
     dist = top.distribution()  # two tied copies of the hidden units
     torch.testing.assert_close(
         dist.visible_logits(torch.cat([h, h], -1)), top.visible_bias + 2 * h @ top.weight.T
     )
+    torch.testing.assert_close(top.down(h), torch.sigmoid(top.visible_bias + 2 * h @ top.weight.T))
+    # the model observes the tiled data: its site value is what the distribution scores
+    torch.testing.assert_close(bottom._prepare(v), torch.cat([v, v], -1))
+
+
+def test_greedy_stages_train_each_part_on_the_layers_below(float64):
+    torch.manual_seed(0)
+    parts = [StackRBM(6, 4), StackRBM(4, 3), StackRBM(3, 2)]
+    seen = []
+
+    class Recorder:
+        def __init__(self, k):
+            self.k = k
+
+        def step(self, batch):
+            seen.append((self.k, batch.clone()))
+            return {}
+
+    stages = greedy_stages(parts, lambda k, part: Recorder(k), epochs=2, prefix="rbm")
+    assert [s[0] for s in stages] == ["rbm1", "rbm2", "rbm3"] and stages[0][3] is None
+    x = torch.rand(5, 6)
+    for name, learner, epochs, prepare in stages:
+        assert epochs == 2
+        learner.step(prepare(x) if prepare else x)
+    torch.testing.assert_close(seen[1][1], parts[0].up(x))
+    torch.testing.assert_close(seen[2][1], parts[1].up(parts[0].up(x)))
+    torch.testing.assert_close(propagate(parts[:2], x), seen[2][1])
+    # sampled codes: binary, with the up-pass probabilities as their mean (seeded, 4000 rows)
+    big = torch.rand(4000, 6)
+    codes = propagate(parts[:1], big, sample=True)
+    assert set(codes.unique().tolist()) <= {0.0, 1.0}
+    assert (codes.mean(0) - parts[0].up(big).mean(0)).abs().max() < 0.03
 
 
 def test_joint_cd_gradient_is_mean_field_minus_chain_statistics(float64):
@@ -73,7 +107,10 @@ def test_staged_learner_switches_and_resumes_at_the_boundary(tmp_path):
 
     def make():
         return StagedLearner(
-            [("a", Counting("a", log), 4, None), ("b", Counting("b", log), 0, lambda x: 2 * x)],
+            [
+                Stage("a", Counting("a", log), steps=4),
+                Stage("b", Counting("b", log), prepare=lambda x: 2 * x),
+            ],
             on_enter={"b": lambda: entered.append(len(log))},
         )
 
@@ -105,12 +142,32 @@ def test_staged_learner_lr_schedule_reaches_every_stage():
         SVILearner(r, ContrastiveDivergence(), optimizer=torch.optim.SGD(r.parameters(), lr=1.0))
         for r in rbms
     ]
-    staged = StagedLearner([("a", learners[0], 2, None), ("b", learners[1], 0, None)])
+    staged = StagedLearner([Stage("a", learners[0], steps=2), Stage("b", learners[1])])
     staged.set_lr(0.25)
     for learner in learners:
         assert [g["lr"] for g in learner.optimizer.param_groups] == [0.25]
+    only_b = StagedLearner([Stage("a", learners[0], 1), Stage("b", learners[1])], lr_stages=["b"])
+    only_b.set_lr(0.5)
+    assert learners[0].optimizer.param_groups[0]["lr"] == 0.25
+    assert learners[1].optimizer.param_groups[0]["lr"] == 0.5
     with pytest.raises(TypeError, match="no set_lr"):
-        StagedLearner([("a", Counting("a", []), 1, None)]).set_lr(0.1)
+        StagedLearner([Stage("a", Counting("a", []), steps=1)]).set_lr(0.1)
+    with pytest.raises(ValueError, match="names no stage"):
+        StagedLearner([Stage("a", learners[0])], lr_stages=["c"])
+
+
+def test_stage_lengths_in_epochs_come_from_the_engine():
+    # stage boundaries given in epochs are placed with the steps per epoch the engine
+    # computes (30 examples / batch 5 = 6 steps): 2 epochs of "a" = 12 steps, then "b"
+    log = []
+    staged = StagedLearner(
+        [Stage("a", Counting("a", log), epochs=2), Stage("b", Counting("b", log))]
+    )
+    with pytest.raises(RuntimeError, match="steps per epoch"):
+        staged.stage  # noqa: B018 - unknown until the engine says
+    train(staged, torch.ones(30, 2), epochs=3, batch_size=5, progress=False)
+    assert staged.steps_per_epoch == 6
+    assert [s for s, _ in log] == ["a"] * 12 + ["b"] * 6
 
 
 def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelihood():
@@ -118,15 +175,15 @@ def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelih
     # training (seeded); the exact test log-likelihood rises above the initial model's.
     x, test = load("digits", "train").data, load("digits", "test").data
     fam = get_family("dbm")
-    cfg = fam.config(hidden1=12, hidden2=6, pretrain_epochs=5, chains=50)
+    cfg = fam.config(hidden=(12, 6), pretrain_epochs=5, chains=50)
     torch.manual_seed(0)
     module = fam.build(cfg, DataInfo(64, (8, 8), x.mean(0)))
     before = module.distribution().log_prob(test).mean().item()
-    learner = fam.learner(module, cfg, 1e-3, steps_per_epoch=13)
+    learner = fam.learner(module, cfg, 1e-3)
     train(learner, x, epochs=25, batch_size=100, progress=False)
-    assert learner.stage == "joint"
+    assert learner.stage == "joint" and learner.steps_per_epoch == 13
     after = module.distribution().log_prob(test).mean().item()
     assert after > before + 1.0, (before, after)
-    result = fam.log_likelihood(module, cfg, test, num_samples=20, progress=False)
+    result = fam.log_likelihood(module, cfg, test, num_chains=20, progress=False)
     assert abs(result.mean - after) < 1e-4  # exact route (small layers)
     assert len(pyro.get_param_store()) == 0  # trained without the global param store

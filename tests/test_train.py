@@ -151,7 +151,9 @@ def test_progress_bar_and_history_file(tmp_path, capsys):
     train(_learner(), _data(), epochs=1, batch_size=30, out=tmp_path, progress=True)
     err = capsys.readouterr().err
     assert "loss=" in err and "4/4" in err
-    assert (tmp_path / "history.json").exists()
+    rows = engine.read_history(tmp_path)  # history.jsonl: one JSON object per line
+    assert (tmp_path / "history.jsonl").exists() and rows[-1]["step"] == 4
+    assert [r["kind"] for r in rows] == ["train"]
 
 
 def test_devices():

@@ -22,7 +22,14 @@ from .dataset import ImageDataset, clear_cache, describe, format_table, load
 from .download import cache_dir, data_roots, file_sha256, find_file, locate_file, verify_file
 from .errors import ChecksumError, DatasetNotFoundError
 from .parsers import omniglot_zip_to_npz, parse_amat, parse_idx, read_amat, read_idx
-from .registry import BINARIZATIONS, DATASETS, DatasetSpec, RemoteFile, get_spec
+from .registry import (
+    BINARIZATIONS,
+    DATASETS,
+    DatasetSpec,
+    RemoteFile,
+    default_binarization,
+    get_spec,
+)
 
 __all__ = [
     "BINARIZATIONS",
@@ -35,6 +42,7 @@ __all__ = [
     "cache_dir",
     "clear_cache",
     "data_roots",
+    "default_binarization",
     "describe",
     "file_sha256",
     "find_file",

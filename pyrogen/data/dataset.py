@@ -19,6 +19,7 @@ what is missing, parses them, and applies the requested binarization:
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,8 +155,18 @@ class ImageDataset(Dataset):
         return torch.utils.data.DataLoader(self, batch_size=batch_size, shuffle=shuffle, **kwargs)
 
     @property
+    def num_features(self) -> int:
+        """Values per example (pixels), ``D = H * W``."""
+        return self.data.shape[1]
+
+    @property
     def num_pixels(self) -> int:
-        """Pixels per example, ``D = H * W``."""
+        """Deprecated alias of :attr:`num_features` (removed in the next release)."""
+        warnings.warn(
+            "ImageDataset.num_pixels is deprecated; use num_features",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.data.shape[1]
 
     @property

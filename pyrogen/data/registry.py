@@ -38,6 +38,7 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "RemoteFile",
+    "default_binarization",
     "get_spec",
 ]
 
@@ -300,3 +301,13 @@ def get_spec(name: str) -> DatasetSpec:
     close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"name: unknown data set {name!r}.{hint} Known data sets: {', '.join(known)}.")
+
+
+def default_binarization(name: str, binarize: str | None = "auto") -> str | None:
+    """The binarization to load ``name`` with for a binary model: ``binarize`` itself
+    unless it is ``"auto"`` (or ``None``); then the set as stored when it is binary
+    (``fixed``), and dynamic binarization (Bernoulli samples of the grey levels, re-drawn
+    every epoch) for grey-level sets."""
+    if binarize not in (None, "auto"):
+        return binarize
+    return None if get_spec(name).binarization == "fixed" else "dynamic"

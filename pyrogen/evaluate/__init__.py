@@ -5,11 +5,12 @@ from pyrogen.evaluate.dispatch import log_likelihood
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.exact import exact_log_likelihood
 from pyrogen.evaluate.importance import importance_bound, importance_log_likelihood, psis_khat
-from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
+from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood, ReconstructionScore
 
 __all__ = [
     "KHAT_THRESHOLD",
     "LogLikelihood",
+    "ReconstructionScore",
     "energy_log_likelihood",
     "exact_log_likelihood",
     "importance_bound",

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["KHAT_THRESHOLD", "LogLikelihood"]
+__all__ = ["KHAT_THRESHOLD", "LogLikelihood", "ReconstructionScore"]
 
 #: PSIS :math:`\hat k` above which an importance-sampling estimate is unreliable [Vehtari et al.]
 KHAT_THRESHOLD = 0.7
@@ -196,4 +196,39 @@ class LogLikelihood:
             "khat_max": float(k.max()) if k.numel() else None,
             "khat_share_above_0.7": self.khat_share if k.numel() else None,
             **self.diagnostics,
+        }
+
+
+@dataclass
+class ReconstructionScore:
+    """Test reconstruction of a deterministic model (an autoencoder has no density, so no
+    :class:`LogLikelihood`): what ``pyrogen evaluate`` reports for one.
+
+    :ivar float squared_error: mean :math:`\\lVert x - \\hat x \\rVert^2` per example.
+    :ivar float reconstruction_error: mean training loss per example (cross-entropy for a
+        Bernoulli output, half the scaled squared error for a Gaussian one).
+    :ivar int num_examples: examples scored.
+    :ivar str loss: the name of ``reconstruction_error``.
+    """
+
+    squared_error: float
+    reconstruction_error: float
+    num_examples: int
+    loss: str
+
+    def summary(self) -> str:
+        return (
+            f"reconstruction on {self.num_examples} examples: squared error "
+            f"{self.squared_error:.4f} per example, {self.loss} {self.reconstruction_error:.4f} "
+            "(a deterministic model has no log-likelihood)"
+        )
+
+    __str__ = summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "squared_error": self.squared_error,
+            "reconstruction_error": self.reconstruction_error,
+            "num_examples": self.num_examples,
+            "loss": self.loss,
         }

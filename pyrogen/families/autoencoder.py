@@ -4,11 +4,10 @@ pre-training, stacked denoising): ``pyrogen train autoencoder --kind deep ...``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from pyrogen.registry import DataInfo, Family, _choice, _opt, register
+from pyrogen.families.base import DataInfo, Family, choice, option, register
 
 KINDS = ("linear", "nonlinear", "deep", "denoising")
 DEFAULT_HIDDEN = {
@@ -30,55 +29,55 @@ class AutoencoderConfig:
     pre-training only.
     """
 
-    kind: str = _choice(
+    kind: str = choice(
         "deep",
         KINDS,
         "linear | nonlinear (one hidden layer) | deep (Hinton & Salakhutdinov 2006) | "
         "denoising (stacked denoising, Vincent et al. 2010)",
     )
-    hidden: str = _opt(
+    hidden: str = option(
         "",
         "comma-separated layer widths after the input, code last (empty: by kind: linear 30, "
         "nonlinear 500, deep/denoising 2000,1000,500,30)",
     )
-    activation: str = _choice(
+    activation: str = choice(
         "sigmoid", ("sigmoid", "tanh", "relu"), "hidden units (not used by kind=linear)"
     )
-    output: str = _choice(
+    output: str = choice(
         "bernoulli",
         ("bernoulli", "gaussian"),
         "reconstruction error: Bernoulli cross-entropy on logits, or Gaussian (squared error)",
     )
-    pretrain: str = _choice(
+    pretrain: str = choice(
         "auto",
         ("auto", "none", "rbm", "denoising"),
         "greedy layer-wise pre-training (auto: rbm for deep, denoising for denoising with "
         "several layers, none otherwise)",
     )
-    pretrain_epochs: int = _opt(5, "epochs of greedy pre-training per layer (0: none)")
-    corruption: str = _choice("mask", ("mask", "gaussian"), "denoising corruption")
-    noise: float = _opt(0.25, "corruption level: masked fraction, or Gaussian noise std")
-    tied: bool = _opt(False, "keep decoder weights tied to the encoder's during fine-tuning")
-    cd_k: int = _opt(1, "Gibbs sweeps per RBM pre-training update (CD-k)")
-    rbm_lr: float = _opt(
+    pretrain_epochs: int = option(5, "epochs of greedy pre-training per layer (0: none)")
+    corruption: str = choice("mask", ("mask", "gaussian"), "denoising corruption")
+    noise: float = option(0.25, "corruption level: masked fraction, or Gaussian noise std")
+    tied: bool = option(False, "keep decoder weights tied to the encoder's during fine-tuning")
+    cd_k: int = option(1, "Gibbs sweeps per RBM pre-training update (CD-k)")
+    rbm_lr: float = option(
         1e-4,
         "SGD learning rate of binary RBM pre-training per summed gradient (0.01 for the batch "
         "mean at batch 100; with ~1000 active inputs per unit, as above a 2000-unit layer, "
         "0.1 drives every hidden unit off)",
     )
-    gaussian_lr: float = _opt(
+    gaussian_lr: float = option(
         1e-5,
         "the same for the RBMs with Gaussian (linear) units, the first and the top one "
         "(0.001 for the batch mean, as Hinton & Salakhutdinov)",
     )
-    rbm_sigma: float = _opt(
+    rbm_sigma: float = option(
         0.3,
         "standard deviation of the first RBM's Gaussian visible units (output=gaussian), in "
         "units of the data, which should be standardized: below 1 so that the RBM's own "
         "noise does not already explain all the variance",
     )
-    momentum: float = _opt(0.5, "SGD momentum of RBM pre-training")
-    weight_decay: float = _opt(0.0, "L2 penalty on RBM weights during pre-training")
+    momentum: float = option(0.5, "SGD momentum of RBM pre-training")
+    weight_decay: float = option(0.0, "L2 penalty on RBM weights during pre-training")
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -128,7 +127,7 @@ def build_autoencoder(config: AutoencoderConfig, info: DataInfo):
     """The module for ``config`` on data described by ``info``."""
     from pyrogen.models.autoencoder import Autoencoder
 
-    sizes = (info.num_pixels, *config.sizes())
+    sizes = (info.num_features, *config.sizes())
     act = "linear" if config.kind == "linear" else config.activation
     code = act if len(sizes) == 2 else "linear"
     pretrain = config.resolved_pretrain()
@@ -159,72 +158,55 @@ def reconstruction_metrics(module):
     return evaluate
 
 
-def _rbm_metrics(rbm):
-    def evaluate(batch):
-        return {"recon_error": (rbm.down(rbm.up(batch)) - batch).square().sum(-1).mean()}
-
-    return evaluate
-
-
-def pretraining_stages(module, config: AutoencoderConfig, lr: float, steps: int):
-    """``(stages, load, parts)``: the greedy stages ``(name, learner, steps, prepare)``, the
-    function that loads the pre-trained ``parts`` into ``module`` (RBMs or one-layer
-    autoencoders), or ``([], None, [])`` without pre-training."""
+def pretraining_stages(model, config: AutoencoderConfig, lr: float):
+    """``(stages, load)``: the greedy stages (:func:`~pyrogen.models.greedy.greedy_stages`)
+    that pre-train ``model`` layer by layer (RBMs trained by CD on sampled binary codes of
+    the layers below, or one-layer denoising autoencoders on clean codes), and the function
+    that loads the trained parts into ``model`` when fine-tuning starts; ``([], None)``
+    without pre-training."""
     from pyro.infer import Trace_ELBO
 
+    from pyrogen.families.rbm import rbm_validation, sgd
     from pyrogen.infer import ContrastiveDivergence
-    from pyrogen.models.autoencoder import stack_codes
+    from pyrogen.models.greedy import greedy_stages
     from pyrogen.train import SVILearner
 
     method = config.resolved_pretrain()
-    if method == "none" or steps == 0:
-        return [], None, []
-    stages = []
+    if method == "none" or config.pretrain_epochs == 0:
+        return [], None
     if method == "rbm":
-        parts = module.rbm_stack(config.rbm_sigma)
-        for k, rbm in enumerate(parts):
-            gaussian = "gaussian" in (rbm.visible, rbm.hidden)
-            optimizer = torch.optim.SGD(
-                [
-                    {"params": [rbm.weight], "weight_decay": config.weight_decay},
-                    {"params": [rbm.visible_bias, rbm.hidden_bias], "weight_decay": 0.0},
-                ],
-                lr=config.gaussian_lr if gaussian else config.rbm_lr,
-                momentum=config.momentum,
+        parts = model.rbm_stack(config.rbm_sigma)
+
+        def learner_for(k, rbm):
+            gaussian = "gaussian" in (rbm.visible_units, rbm.hidden_units)
+            optimizer = sgd(
+                [rbm.weight],
+                [rbm.visible_bias, rbm.hidden_bias],
+                config.gaussian_lr if gaussian else config.rbm_lr,
+                config.momentum,
+                config.weight_decay,
             )
-            learner = SVILearner(
+            return SVILearner(
                 rbm,
                 ContrastiveDivergence(config.cd_k),
                 optimizer=optimizer,
-                evaluate_fn=_rbm_metrics(rbm),
+                evaluate_fn=rbm_validation(rbm),
             )
-            stages.append((f"rbm{k + 1}", learner, steps, _below(sampled_codes, parts[:k])))
 
-        def load():
-            module.load_rbms(parts)
-
+        stages = greedy_stages(
+            parts, learner_for, config.pretrain_epochs, sample=True, prefix="rbm"
+        )
+        load = model.load_rbms
     else:
-        parts = module.denoising_stack(config.noise, config.corruption)
-        for k, part in enumerate(parts):
-            learner = SVILearner(part, Trace_ELBO(), lr=lr)
-            stages.append((f"dae{k + 1}", learner, steps, _below(stack_codes, parts[:k])))
-
-        def load():
-            module.load_layers(parts)
-
-    return stages, load, parts
-
-
-def sampled_codes(parts, x):
-    from pyrogen.models.autoencoder import stack_codes
-
-    return stack_codes(parts, x, sample=True)
-
-
-def _below(fn, parts):
-    if not parts:
-        return None
-    return lambda x: fn(parts, x)
+        parts = model.denoising_stack(config.noise, config.corruption)
+        stages = greedy_stages(
+            parts,
+            lambda k, part: SVILearner(part, Trace_ELBO(), lr=lr),
+            config.pretrain_epochs,
+            prefix="dae",
+        )
+        load = model.load_layers
+    return stages, (lambda: load(parts))
 
 
 @register
@@ -232,84 +214,36 @@ class AutoencoderFamily(Family):
     name = "autoencoder"
     description = "deterministic autoencoders: linear, nonlinear, deep (RBM-pre-trained), denoising"
     config_cls = AutoencoderConfig
-    estimator = "none: no likelihood; the reconstruction error is reported"
-    default_eval_samples = 1
+    kind = "representation"
+    sample_option = None
+    default_num_samples = None
     default_lr = 1e-3  # Adam, fine-tuning (and denoising pre-training)
 
     def build(self, config: AutoencoderConfig, info: DataInfo) -> torch.nn.Module:
         return build_autoencoder(config, info)
 
-    def learner(self, module, config: AutoencoderConfig, lr: float, steps_per_epoch=None):
+    def learner(self, model, config: AutoencoderConfig, lr: float):
         """Adam on ``Trace_ELBO`` of the model (its reconstruction error), preceded by one
-        greedy stage per layer when pre-training (a :class:`StagedLearner`)."""
+        greedy stage per layer when pre-training (a :class:`~pyrogen.train.StagedLearner`
+        whose learning-rate schedule acts on fine-tuning only)."""
         from pyro.infer import Trace_ELBO
 
-        from pyrogen.train import StagedLearner, SVILearner
+        from pyrogen.train import Stage, StagedLearner, SVILearner
 
-        finetune = SVILearner(
-            module, Trace_ELBO(), lr=lr, evaluate_fn=reconstruction_metrics(module)
-        )
-        pretrain = config.resolved_pretrain() != "none" and config.pretrain_epochs > 0
-        if not pretrain:
+        finetune = SVILearner(model, Trace_ELBO(), lr=lr, evaluate_fn=reconstruction_metrics(model))
+        stages, load = pretraining_stages(model, config, lr)
+        if not stages:
             return finetune
-        if not steps_per_epoch:
-            raise ValueError("greedy pre-training needs steps_per_epoch to schedule its stages")
-        steps = config.pretrain_epochs * int(steps_per_epoch)
-        stages, load, parts = pretraining_stages(module, config, lr, steps)
-        stages.append(("finetune", finetune, 0, None))
-        learner = StagedLearner(stages, {"finetune": load})
-        learner.module = module  # what a checkpoint's "module" entry restores
-        learner.parts = parts
-        learner.set_lr = finetune.set_lr  # learning-rate schedules act on fine-tuning
-        return learner
+        stages.append(Stage("finetune", finetune, on_enter=load))
+        return StagedLearner(stages, lr_stages=("finetune",))
 
-    def module_state(self, learner_state: dict) -> dict:
-        if "stages" in learner_state:
-            return learner_state["stages"][-1]["module"]
-        return learner_state["module"]
-
-    def log_likelihood(self, module, config, data, num_samples: int, **kwargs):
-        """Autoencoders define no density: the mean squared error and reconstruction error
-        per example are returned instead (:class:`ReconstructionScore`)."""
-        batch_size = int(kwargs.get("batch_size", 1000))
-        module.eval()
-        sq, rec, n = 0.0, 0.0, 0
-        with torch.no_grad():
-            for i in range(0, data.shape[0], batch_size):
-                x = data[i : i + batch_size].to(next(module.parameters()))
-                sq += float(module.squared_error(x).sum())
-                rec += float(module.reconstruction_error(x).sum())
-                n += x.shape[0]
-        return ReconstructionScore(sq / max(n, 1), rec / max(n, 1), n, module.output)
-
-    def sample(self, module, num_samples: int) -> torch.Tensor:
-        raise NotImplementedError(
-            "a deterministic autoencoder defines no distribution to sample from; use "
-            "module.reconstruct(x) or module.decode(z) for reconstructions"
+    def log_likelihood(self, model, config, data, **options):
+        raise TypeError(
+            "an autoencoder defines no density, so no log-likelihood; evaluate() reports its "
+            "reconstruction (Autoencoder.reconstruction_score)"
         )
 
-
-@dataclass
-class ReconstructionScore:
-    """Test reconstruction of an autoencoder (what ``pyrogen evaluate`` reports for it)."""
-
-    squared_error: float
-    reconstruction_error: float
-    num_examples: int
-    output: str
-
-    def summary(self) -> str:
-        loss = "cross-entropy" if self.output == "bernoulli" else "half squared error"
-        return (
-            f"reconstruction on {self.num_examples} examples: squared error "
-            f"{self.squared_error:.4f} per example, {loss} {self.reconstruction_error:.4f} "
-            "(an autoencoder has no log-likelihood)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "squared_error": self.squared_error,
-            "reconstruction_error": self.reconstruction_error,
-            "num_examples": self.num_examples,
-            "output": self.output,
-        }
+    def evaluate(self, model, config, data, **options):
+        """The test reconstruction (:meth:`~pyrogen.models.Autoencoder.reconstruction_score`):
+        an autoencoder has no log-likelihood."""
+        return model.reconstruction_score(data, **options)

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrogen.registry import DataInfo, Family, _opt, register
+from pyrogen.families.base import DataInfo, Family, option, register, sizes
+from pyrogen.families.rbm import rbm_validation, sgd
+
+
+def _layer_alias(index: int):
+    def translate(value, cfg: dict) -> dict:
+        hidden = list(cfg["hidden"])
+        hidden[index] = int(value)
+        return {"hidden": tuple(hidden)}
+
+    return translate
 
 
 @dataclass
@@ -15,32 +25,22 @@ class DBMConfig:
     greedy pre-training of an RBM stack with doubled inputs, then joint training with a
     mean-field positive phase and persistent chains."""
 
-    hidden1: int = _opt(500, "units of the first hidden layer")
-    hidden2: int = _opt(1000, "units of the second hidden layer")
-    pretrain_epochs: int = _opt(10, "epochs of greedy pre-training per RBM (then joint training)")
-    cd_k: int = _opt(1, "Gibbs sweeps per update (pre-training and joint training)")
-    chains: int = _opt(100, "persistent chains")
-    mean_field_iters: int = _opt(10, "mean-field sweeps of the positive phase")
-    momentum: float = _opt(0.5, "SGD momentum")
-    weight_decay: float = _opt(0.0, "L2 penalty on the weights")
-    ais_betas: int = _opt(14500, "AIS temperatures for log Z (evaluation)")
+    hidden: tuple = sizes((500, 1000), "units of the 2 or 3 hidden layers, bottom first")
+    pretrain_epochs: int = option(10, "epochs of greedy pre-training per RBM (then joint training)")
+    cd_k: int = option(1, "Gibbs sweeps per update (pre-training and joint training)")
+    chains: int = option(100, "persistent chains")
+    mean_field_iters: int = option(10, "mean-field sweeps of the positive phase")
+    momentum: float = option(0.5, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 penalty on the weights")
+    ais_betas: int = option(14500, "AIS temperatures for log Z (evaluation)")
 
     def validate(self) -> None:
-        if min(self.hidden1, self.hidden2, self.cd_k, self.chains, self.mean_field_iters) < 1:
-            raise ValueError("hidden1, hidden2, cd_k, chains and mean_field_iters must be >= 1")
+        if len(self.hidden) not in (2, 3):
+            raise ValueError(f"hidden must list 2 or 3 layer sizes, got {self.hidden}")
+        if min(self.cd_k, self.chains, self.mean_field_iters) < 1:
+            raise ValueError("cd_k, chains and mean_field_iters must be >= 1")
         if self.pretrain_epochs < 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError("pretrain_epochs >= 0, momentum in [0, 1), weight_decay >= 0")
-
-
-def _sgd(weights, biases, lr, config):
-    return torch.optim.SGD(
-        [
-            {"params": list(weights), "weight_decay": config.weight_decay},
-            {"params": list(biases), "weight_decay": 0.0},
-        ],
-        lr=lr,
-        momentum=config.momentum,
-    )
 
 
 @register
@@ -48,90 +48,67 @@ class DBMFamily(Family):
     name = "dbm"
     description = "deep Boltzmann machine: greedy pre-training, then mean-field + PCD"
     config_cls = DBMConfig
-    estimator = "mean-field variational bound with an AIS log Z"
-    default_eval_samples = 100  # AIS chains
+    sample_option = "num_chains"
+    default_num_samples = 100  # AIS chains
     default_lr = 1e-3  # per summed gradient (0.1 for the batch mean at batch size 100)
+    deprecated_options = {
+        "hidden1": ("hidden", _layer_alias(0)),
+        "hidden2": ("hidden", _layer_alias(1)),
+    }
 
     def build(self, config: DBMConfig, info: DataInfo) -> torch.nn.Module:
         from pyrogen.models.dbm import DeepBoltzmannMachine
 
         return DeepBoltzmannMachine(
-            info.num_pixels, (config.hidden1, config.hidden2), info.pixel_mean, info.image_shape
+            info.num_features, config.hidden, info.pixel_mean, info.image_shape
         )
 
-    def learner(self, module, config: DBMConfig, lr: float, steps_per_epoch=None):
+    def learner(self, model, config: DBMConfig, lr: float):
+        """Greedy pre-training of :meth:`~pyrogen.models.dbm.DeepBoltzmannMachine.
+        pretraining_stack` (PCD, each RBM on sampled up-pass states of those below,
+        :func:`~pyrogen.models.greedy.greedy_stages`), then joint training; without
+        pre-training epochs, joint training only."""
         from pyrogen.infer import ContrastiveDivergence
-        from pyrogen.models.dbm import stack_inputs
-        from pyrogen.train import StagedLearner, SVILearner
+        from pyrogen.models.greedy import greedy_stages
+        from pyrogen.train import Stage, StagedLearner, SVILearner
 
-        if config.pretrain_epochs and not steps_per_epoch:
-            raise ValueError("the DBM learner needs steps_per_epoch to schedule pre-training")
-        rbms = module.pretraining_rbms()
-        stages = []
-        for k, rbm in enumerate(rbms):
-            loss = ContrastiveDivergence(config.cd_k, persistent=True, num_chains=config.chains)
-            opt = _sgd([rbm.weight], [rbm.visible_bias, rbm.hidden_bias], lr, config)
-            learner = SVILearner(rbm, loss, optimizer=opt, evaluate_fn=_rbm_eval(rbm))
-            below = rbms[:k]
+        def pcd(**kwargs):
+            return ContrastiveDivergence(
+                config.cd_k, persistent=True, num_chains=config.chains, **kwargs
+            )
 
-            def prepare(x, below=below):
-                return stack_inputs(below, x)
+        def rbm_learner(k, rbm):
+            opt = sgd(
+                [rbm.weight],
+                [rbm.visible_bias, rbm.hidden_bias],
+                lr,
+                config.momentum,
+                config.weight_decay,
+            )
+            return SVILearner(rbm, pcd(), optimizer=opt, evaluate_fn=rbm_validation(rbm))
 
-            steps = config.pretrain_epochs * (steps_per_epoch or 0)
-            stages.append((f"pretrain{k + 1}", learner, steps, prepare))
-        loss = ContrastiveDivergence(
-            config.cd_k,
-            persistent=True,
-            num_chains=config.chains,
-            mean_field_iters=config.mean_field_iters,
-        )
         joint = SVILearner(
-            module,
-            loss,
-            optimizer=_sgd(module.weights, module.biases, lr, config),
-            evaluate_fn=_dbm_eval(module, config),
+            model,
+            pcd(mean_field_iters=config.mean_field_iters),
+            optimizer=sgd(model.weights, model.biases, lr, config.momentum, config.weight_decay),
+            evaluate_fn=_dbm_validation(model, config),
         )
-        stages.append(("joint", joint, 0, None))
-        on_enter = {}
-        if config.pretrain_epochs:
-            on_enter["joint"] = lambda: module.load_pretrained(rbms)
-        learner = StagedLearner(stages, on_enter)
-        learner.module = module  # what a checkpoint's "module" entry restores
-        learner.rbms = rbms
-        return learner
-
-    def module_state(self, learner_state: dict) -> dict:
-        return learner_state["stages"][-1]["module"]
-
-    def log_likelihood(self, module, config, data, num_samples: int, **kwargs):
-        from pyrogen.evaluate import energy_log_likelihood
-
-        return energy_log_likelihood(
-            module.distribution(),
-            data,
-            num_chains=num_samples,
-            betas=config.ais_betas,
-            progress=kwargs.get("progress", True),
-            batch_size=kwargs.get("batch_size", 1000),
-            mean_field_iters=100,
+        if not config.pretrain_epochs:
+            return joint
+        stack = model.pretraining_stack()
+        stages = greedy_stages(
+            stack, rbm_learner, config.pretrain_epochs, sample=True, prefix="pretrain"
         )
+        stages.append(Stage("joint", joint, on_enter=lambda: model.load_pretrained(stack)))
+        return StagedLearner(stages)
 
-    def sample(self, module, num_samples: int) -> torch.Tensor:
-        return module.sample(num_samples, num_steps=1000)
+    def evaluation_options(self, config: DBMConfig) -> dict:
+        return {"betas": config.ais_betas, "mean_field_iters": 100}
 
 
-def _rbm_eval(rbm):
+def _dbm_validation(model, config):
     def evaluate(batch):
-        dist = rbm.distribution()
-        x = torch.cat([batch] * rbm.up, -1)
-        return {"free_energy": dist.free_energy(x).mean()}
-
-    return evaluate
-
-
-def _dbm_eval(module, config):
-    def evaluate(batch):
-        dist = module.distribution()
+        dist = model.distribution()
         bound = dist.unnormalized_variational_bound(batch, num_iters=config.mean_field_iters)
         return {"neg_unnormalized_bound": -bound.mean()}
 

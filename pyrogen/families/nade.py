@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrogen.registry import DataInfo, Family, _choice, _opt, register
+from pyrogen.families.base import DataInfo, Family, choice, option, register
 
 _OPTIMIZERS = ("adam", "sgd")
 
@@ -36,30 +36,22 @@ def _optimizer(module: torch.nn.Module, name: str, lr: float) -> torch.optim.Opt
 
 
 class _BinaryAutoregressiveFamily(Family):
-    estimator = "exact"
-    default_eval_samples = 1  # exact: no samples
+    sample_option = None  # exact: no samples
+    default_num_samples = None
 
-    def learner(self, module, config, lr: float, steps_per_epoch=None):
+    def learner(self, model, config, lr: float):
         from pyro.infer import Trace_ELBO
 
         from pyrogen.train import SVILearner
 
-        return SVILearner(module, Trace_ELBO(), optimizer=_optimizer(module, config.optimizer, lr))
-
-    def log_likelihood(self, module, config, data, num_samples: int = 1, **kwargs):
-        from pyrogen.evaluate import exact_log_likelihood
-
-        return exact_log_likelihood(module, data, **kwargs)
-
-    def sample(self, module, num_samples: int) -> torch.Tensor:
-        return module.sample(num_samples)
+        return SVILearner(model, Trace_ELBO(), optimizer=_optimizer(model, config.optimizer, lr))
 
 
 @dataclass
 class FVSBNConfig:
     """Hyper-parameters of the fully visible sigmoid belief net (logistic autoregression)."""
 
-    optimizer: str = _choice(
+    optimizer: str = choice(
         "adam", _OPTIMIZERS, "adam, or sgd (plain; --lr applies to the summed gradient)"
     )
 
@@ -82,10 +74,10 @@ class FVSBNFamily(_BinaryAutoregressiveFamily):
         from pyrogen.models.autoregressive import AutoregressiveModel
         from pyrogen.nn.nade import FVSBNNet
 
-        net = FVSBNNet(info.num_pixels)
+        net = FVSBNNet(info.num_features)
         if info.pixel_mean is not None:
             net.init_output_bias(info.pixel_mean)
-        return AutoregressiveModel(net, FVSBN, (info.num_pixels,))
+        return AutoregressiveModel(net, FVSBN, (info.num_features,))
 
 
 @dataclass
@@ -93,22 +85,22 @@ class NADEConfig:
     """Hyper-parameters of NADE (Larochelle & Murray 2011) and its order-agnostic training
     (Uria, Murray & Larochelle 2014)."""
 
-    hidden: int = _opt(500, "hidden units H (500 in Larochelle & Murray's MNIST experiments)")
-    activation: str = _choice(
+    hidden: int = option(500, "hidden units H (500 in Larochelle & Murray's MNIST experiments)")
+    activation: str = choice(
         "sigmoid", ("sigmoid", "relu"), "hidden nonlinearity (sigmoid: the original NADE)"
     )
-    order_agnostic: bool = _opt(
+    order_agnostic: bool = option(
         False,
         "train with a fresh random ordering per example and step (Uria et al. 2014); "
         "evaluation and sampling use the identity ordering (or --test-orderings)",
     )
-    mask_input: bool = _opt(
+    mask_input: bool = option(
         False, "feed the 'observed' bits with their own weights (Uria et al. 2014)"
     )
-    test_orderings: int = _opt(
+    test_orderings: int = option(
         1, "orderings averaged at test time: the identity and M-1 random ones (ensemble)"
     )
-    optimizer: str = _choice(
+    optimizer: str = choice(
         "adam", _OPTIMIZERS, "adam, or sgd (plain; --lr applies to the summed gradient)"
     )
 
@@ -121,15 +113,6 @@ class NADEConfig:
             raise ValueError(f"activation must be 'sigmoid' or 'relu', got {self.activation!r}")
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-
-
-def ensemble_orderings(num_inputs: int, count: int, seed: int = 0) -> torch.Tensor:
-    """``(count, D)`` orderings for a test-time ensemble: the identity, then ``count - 1``
-    uniform permutations from a generator seeded with ``seed`` (the same for every run)."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = [torch.arange(num_inputs)]
-    rows += [torch.randperm(num_inputs, generator=gen) for _ in range(count - 1)]
-    return torch.stack(rows)
 
 
 @register
@@ -147,18 +130,18 @@ class NADEFamily(_BinaryAutoregressiveFamily):
         from pyrogen.nn.nade import NADENet
 
         net = NADENet(
-            info.num_pixels,
+            info.num_features,
             config.hidden,
             mask_input=config.mask_input,
             activation=config.activation,
         )
         if info.pixel_mean is not None:
             net.init_output_bias(info.pixel_mean)
-        return AutoregressiveModel(net, NADE, (info.num_pixels,))
+        return AutoregressiveModel(net, NADE, (info.num_features,))
 
-    def learner(self, module, config: NADEConfig, lr: float, steps_per_epoch=None):
+    def learner(self, model, config: NADEConfig, lr: float):
         if not config.order_agnostic:
-            return super().learner(module, config, lr, steps_per_epoch)
+            return super().learner(model, config, lr)
         import pyro
         from pyro.infer import Trace_ELBO
 
@@ -166,33 +149,18 @@ class NADEFamily(_BinaryAutoregressiveFamily):
 
         def order_agnostic_model(x):
             with pyro.plate("data", x.shape[0]):
-                pyro.sample("x", module.distribution(ordering="random"), obs=x)
+                pyro.sample("x", model.distribution(ordering="random"), obs=x)
 
         def validation(batch):  # the exact NLL under the identity ordering
-            return {"loss": -module.log_prob(batch).mean()}
+            return {"loss": -model.log_prob(batch).mean()}
 
         return SVILearner(
-            module,
+            model,
             Trace_ELBO(),
-            optimizer=_optimizer(module, config.optimizer, lr),
+            optimizer=_optimizer(model, config.optimizer, lr),
             model=order_agnostic_model,
             evaluate_fn=validation,
         )
 
-    def log_likelihood(self, module, config: NADEConfig, data, num_samples: int = 1, **kwargs):
-        if config.test_orderings == 1:
-            return super().log_likelihood(module, config, data, num_samples, **kwargs)
-        from pyrogen.evaluate import exact_log_likelihood
-
-        module.eval()
-        dist = module.distribution()
-        device = next(module.parameters()).device
-        orderings = ensemble_orderings(dist.event_shape[0], config.test_orderings).to(device)
-        return exact_log_likelihood(
-            lambda x: dist.ensemble_log_prob(x, orderings),
-            data,
-            estimator=f"exact (ensemble of {config.test_orderings} orderings)",
-            num_samples=config.test_orderings,
-            device=device,
-            **kwargs,
-        )
+    def evaluation_options(self, config: NADEConfig) -> dict:
+        return {"num_orderings": config.test_orderings}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrogen.registry import DataInfo, Family, _choice, _opt, register
+from pyrogen.families.base import DataInfo, Family, choice, option, register
 
 _OUTPUTS = ("bernoulli", "categorical")
 _OUTPUT_HELP = (
@@ -40,13 +40,13 @@ def _check_common(config) -> None:
 class PixelCNNConfig:
     """Hyper-parameters of the PixelCNN family (van den Oord et al. 2016)."""
 
-    hidden: int = _opt(32, "channels of the residual stream (plain) or of each stack (gated)")
-    layers: int = _opt(6, "layers after the first (residual blocks, or gated blocks)")
-    kernel: int = _opt(3, "odd kernel size of those layers")
-    first_kernel: int = _opt(7, "odd kernel size of the first, type-A masked layer")
-    gated: bool = _opt(False, "gated PixelCNN: vertical and horizontal stacks, no blind spot")
-    output: str = _choice("bernoulli", _OUTPUTS, _OUTPUT_HELP)
-    levels: int = _opt(256, "levels of the categorical output")
+    hidden: int = option(32, "channels of the residual stream (plain) or of each stack (gated)")
+    layers: int = option(6, "layers after the first (residual blocks, or gated blocks)")
+    kernel: int = option(3, "odd kernel size of those layers")
+    first_kernel: int = option(7, "odd kernel size of the first, type-A masked layer")
+    gated: bool = option(False, "gated PixelCNN: vertical and horizontal stacks, no blind spot")
+    output: str = choice("bernoulli", _OUTPUTS, _OUTPUT_HELP)
+    levels: int = option(256, "levels of the categorical output")
 
     def validate(self) -> None:
         _check_common(self)
@@ -58,12 +58,12 @@ class PixelCNNConfig:
 class PixelRNNConfig:
     """Hyper-parameters of the PixelRNN family with Row LSTM layers."""
 
-    hidden: int = _opt(32, "channels of the first convolution and of each Row LSTM state")
-    layers: int = _opt(1, "Row LSTM layers (residual)")
-    kernel: int = _opt(3, "odd width of the Row LSTM's input-to-state and state-to-state convs")
-    first_kernel: int = _opt(7, "odd kernel size of the first, type-A masked layer")
-    output: str = _choice("bernoulli", _OUTPUTS, _OUTPUT_HELP)
-    levels: int = _opt(256, "levels of the categorical output")
+    hidden: int = option(32, "channels of the first convolution and of each Row LSTM state")
+    layers: int = option(1, "Row LSTM layers (residual)")
+    kernel: int = option(3, "odd width of the Row LSTM's input-to-state and state-to-state convs")
+    first_kernel: int = option(7, "odd kernel size of the first, type-A masked layer")
+    output: str = choice("bernoulli", _OUTPUTS, _OUTPUT_HELP)
+    levels: int = option(256, "levels of the categorical output")
 
     def validate(self) -> None:
         _check_common(self)
@@ -75,40 +75,28 @@ def _image_shape(info: DataInfo) -> tuple[int, int]:
     shape = tuple(int(s) for s in info.image_shape)
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
-    if len(shape) != 2 or shape[0] * shape[1] != info.num_pixels:
+    if len(shape) != 2 or shape[0] * shape[1] != info.num_features:
         raise ValueError(
             f"this family models one-channel images: expected image_shape (H, W) with "
-            f"H * W = {info.num_pixels}, got {tuple(info.image_shape)}"
+            f"H * W = {info.num_features}, got {tuple(info.image_shape)}"
         )
     return shape
 
 
 class _ImageAutoregressiveFamily(Family):
-    estimator = "exact"
-    default_eval_samples = 1  # unused: the log-likelihood is exact
+    sample_option = None  # exact: no samples
+    default_num_samples = None
     default_lr = 1e-3
 
-    def learner(self, module, config, lr: float, steps_per_epoch=None):
+    def learner(self, model, config, lr: float):
         from pyro.infer import Trace_ELBO
 
         from pyrogen.train import SVILearner
 
-        return SVILearner(module, Trace_ELBO(max_plate_nesting=1), lr=lr)
+        return SVILearner(model, Trace_ELBO(max_plate_nesting=1), lr=lr)
 
-    def log_likelihood(self, module, config, data, num_samples: int = 0, **kwargs):
-        from pyrogen.evaluate import exact_log_likelihood
-
-        kwargs.setdefault("batch_size", 100)
-        return exact_log_likelihood(module, data, **kwargs)
-
-    def sample(self, module, num_samples: int) -> torch.Tensor:
-        """``(num_samples, H * W)`` samples with values in [0, 1] (categorical levels are
-        divided by ``levels - 1``), like the data layer's examples."""
-        x = module.sample(num_samples).reshape(num_samples, -1)
-        net = module.net
-        if net.output == "categorical":
-            return x.float() / (net.levels - 1)
-        return x
+    def evaluation_options(self, config) -> dict:
+        return {"batch_size": 100}
 
 
 @register

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrogen.registry import DataInfo, Family, _opt, register
+from pyrogen.families.base import DataInfo, Family, option, register
 
 
 @dataclass
@@ -14,13 +14,15 @@ class RBMConfig:
     """Hyper-parameters of the binary RBM family trained by (persistent) contrastive
     divergence with SGD + momentum (Hinton 2010's practical guide)."""
 
-    hidden: int = _opt(500, "number of hidden units")
-    cd_k: int = _opt(1, "Gibbs sweeps per update (CD-k / PCD-k)")
-    persistent: bool = _opt(True, "persistent chains (PCD, Tieleman 2008) instead of CD")
-    chains: int = _opt(100, "persistent chains (0: one per example of the first batch)")
-    momentum: float = _opt(0.5, "SGD momentum")
-    weight_decay: float = _opt(0.0, "L2 penalty on the weights (not the biases)")
-    ais_betas: int = _opt(14500, "AIS temperatures for the log-likelihood (Salakhutdinov & Murray)")
+    hidden: int = option(500, "number of hidden units")
+    cd_k: int = option(1, "Gibbs sweeps per update (CD-k / PCD-k)")
+    persistent: bool = option(True, "persistent chains (PCD, Tieleman 2008) instead of CD")
+    chains: int = option(100, "persistent chains (0: one per example of the first batch)")
+    momentum: float = option(0.5, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 penalty on the weights (not the biases)")
+    ais_betas: int = option(
+        14500, "AIS temperatures for the log-likelihood (Salakhutdinov & Murray)"
+    )
 
     def validate(self) -> None:
         if self.hidden < 1 or self.cd_k < 1 or self.chains < 0:
@@ -35,15 +37,29 @@ class RBMConfig:
             )
 
 
+def sgd(weights, biases, lr: float, momentum: float, weight_decay: float):
+    """SGD with momentum and an L2 penalty on the weights only (Hinton 2010), the optimizer
+    of every RBM-like learner."""
+    return torch.optim.SGD(
+        [
+            {"params": list(weights), "weight_decay": weight_decay},
+            {"params": list(biases), "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=momentum,
+    )
+
+
 def rbm_validation(rbm):
-    """Validation numbers of an RBM that need no partition function: the mean free energy
-    and the one-step mean-field reconstruction error (squared, per example)."""
+    """Validation numbers of an RBM-like model that need no partition function: the mean
+    free energy and the squared error of its one-step mean-field reconstruction, per
+    example."""
 
     def evaluate(batch):
-        dist = rbm.distribution()
-        free = dist.free_energy(batch)
-        recon = torch.sigmoid(dist.visible_logits(torch.sigmoid(dist.hidden_logits(batch))))
-        return {"free_energy": free.mean(), "recon_error": ((recon - batch) ** 2).sum(-1).mean()}
+        return {
+            "free_energy": rbm.free_energy(batch).mean(),
+            "recon_error": (rbm.reconstruct(batch) - batch).square().sum(-1).mean(),
+        }
 
     return evaluate
 
@@ -53,40 +69,30 @@ class RBMFamily(Family):
     name = "rbm"
     description = "binary restricted Boltzmann machine, (persistent) contrastive divergence"
     config_cls = RBMConfig
-    estimator = "annealed importance sampling"
-    default_eval_samples = 100  # AIS chains
+    sample_option = "num_chains"
+    default_num_samples = 100  # AIS chains
     default_lr = 1e-3  # per summed gradient: 0.1 for the batch mean at batch size 100
 
     def build(self, config: RBMConfig, info: DataInfo) -> torch.nn.Module:
         from pyrogen.models.rbm import RBM
 
-        return RBM(info.num_pixels, config.hidden, info.pixel_mean, info.image_shape)
+        return RBM(info.num_features, config.hidden, info.pixel_mean, info.image_shape)
 
-    def learner(self, module, config: RBMConfig, lr: float, steps_per_epoch=None):
+    def learner(self, model, config: RBMConfig, lr: float):
         from pyrogen.infer import ContrastiveDivergence
         from pyrogen.train import SVILearner
 
-        groups = [
-            {"params": [module.weight], "weight_decay": config.weight_decay},
-            {"params": [module.visible_bias, module.hidden_bias], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+        optimizer = sgd(
+            [model.weight],
+            [model.visible_bias, model.hidden_bias],
+            lr,
+            config.momentum,
+            config.weight_decay,
+        )
         loss = ContrastiveDivergence(
             config.cd_k, persistent=config.persistent, num_chains=config.chains or None
         )
-        return SVILearner(module, loss, optimizer=optimizer, evaluate_fn=rbm_validation(module))
+        return SVILearner(model, loss, optimizer=optimizer, evaluate_fn=rbm_validation(model))
 
-    def log_likelihood(self, module, config, data, num_samples: int, **kwargs):
-        from pyrogen.evaluate import energy_log_likelihood
-
-        return energy_log_likelihood(
-            module.distribution(),
-            data,
-            num_chains=num_samples,
-            betas=config.ais_betas,
-            progress=kwargs.get("progress", True),
-            batch_size=kwargs.get("batch_size", 1000),
-        )
-
-    def sample(self, module, num_samples: int) -> torch.Tensor:
-        return module.sample(num_samples, num_steps=1000)
+    def evaluation_options(self, config: RBMConfig) -> dict:
+        return {"betas": config.ais_betas}

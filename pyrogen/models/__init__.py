@@ -1,16 +1,37 @@
-"""Pyro model/guide pairs (PyroModules)."""
+"""Pyro models (PyroModules) of every family, on one protocol (:mod:`pyrogen.models.base`):
+density models offer ``model`` / ``guide``, ``sample`` and ``log_likelihood``; deterministic
+models offer ``fit``, ``transform`` and ``reconstruct``."""
 
+from pyrogen.models.autoencoder import Autoencoder
+from pyrogen.models.autoregressive import AutoregressiveModel
+from pyrogen.models.base import GenerativeModel, PyroModel, Representation
+from pyrogen.models.dbm import DeepBoltzmannMachine
+from pyrogen.models.energy import EnergyModel
+from pyrogen.models.greedy import StackRBM
+from pyrogen.models.kmeans import KMeansFeatures
 from pyrogen.models.linear_gaussian import LinearGaussianVAE
+from pyrogen.models.psd import PSD, PSDLearner
+from pyrogen.models.rbm import RBM, ReplicatedSoftmax
+from pyrogen.models.sparse_coding import SparseCoding, SparseCodingModel, map_codes
 from pyrogen.models.vae import VAE
 
-__all__ = ["LinearGaussianVAE", "VAE"]
-
-from pyrogen.models.autoencoder import Autoencoder  # noqa: E402
-
-__all__ += ["Autoencoder"]
-
-from pyrogen.models.kmeans import KMeansFeatures  # noqa: E402
-from pyrogen.models.psd import PSD, PSDLearner  # noqa: E402
-from pyrogen.models.sparse_coding import SparseCoding, SparseCodingModel, map_codes  # noqa: E402
-
-__all__ += ["KMeansFeatures", "PSD", "PSDLearner", "SparseCoding", "SparseCodingModel", "map_codes"]
+__all__ = [
+    "PSD",
+    "RBM",
+    "VAE",
+    "Autoencoder",
+    "AutoregressiveModel",
+    "DeepBoltzmannMachine",
+    "EnergyModel",
+    "GenerativeModel",
+    "KMeansFeatures",
+    "LinearGaussianVAE",
+    "PSDLearner",
+    "PyroModel",
+    "ReplicatedSoftmax",
+    "Representation",
+    "SparseCoding",
+    "SparseCodingModel",
+    "StackRBM",
+    "map_codes",
+]

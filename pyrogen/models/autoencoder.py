@@ -86,8 +86,6 @@ built by the ``autoencoder`` registry entry (:mod:`pyrogen.families.autoencoder`
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 
 import pyro
@@ -95,19 +93,16 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
-from pyro.nn import PyroModule, pyro_method
+from pyro.nn import pyro_method
 from torch import nn
-from torch.distributions import constraints
 
-from pyrogen._checks import check_finite, flatten_images
-from pyrogen._effects import params_observed
-from pyrogen.distributions import GaussianRBM, IndependentBernoulli
-from pyrogen.distributions.energy import EnergyBasedDistribution, bernoulli_sample, binary_states
-from pyrogen.models.rbm import RBM
+from pyrogen._checks import check_finite
+from pyrogen.distributions import IndependentBernoulli
+from pyrogen.evaluate.result import ReconstructionScore
+from pyrogen.models.base import PyroModel, renamed_argument
+from pyrogen.models.greedy import StackRBM
 
-__all__ = ["ACTIVATIONS", "CORRUPTIONS", "OUTPUTS", "Autoencoder", "LayerRBM", "stack_codes"]
-
-_instance_ids = itertools.count()
+__all__ = ["ACTIVATIONS", "CORRUPTIONS", "OUTPUTS", "Autoencoder"]
 
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
@@ -124,7 +119,7 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
-class Autoencoder(PyroModule):
+class Autoencoder(PyroModel):
     r"""A (deep, optionally denoising) autoencoder as a Pyro model (see module docs).
 
     :param sizes: layer widths from the data to the code, ``(D, h_1, ..., K)`` (at least 2).
@@ -140,7 +135,13 @@ class Autoencoder(PyroModule):
     :param bool tied: decoder weights are the transposed encoder weights (a single set).
     :param pixel_mean: ``(D,)`` training means for the output bias initialisation.
     :param image_shape: ``(H, W)`` of the data, for image-shaped input and pictures.
+
+    It follows the protocol of pyrogen's deterministic models
+    (:class:`~pyrogen.models.base.Representation`): :meth:`fit`, :meth:`transform` (the
+    codes; also :meth:`encode`) and :meth:`reconstruct`.
     """
+
+    name_prefix = "ae"
 
     def __init__(
         self,
@@ -157,12 +158,12 @@ class Autoencoder(PyroModule):
         image_shape: Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(name=name if name is not None else f"ae{next(_instance_ids)}")
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(
                 f"sizes must list at least 2 positive widths (data, ..., code), got {sizes}"
             )
+        super().__init__(sizes[0], image_shape, name)
         _check_choice("activation", activation, ACTIVATIONS)
         _check_choice("code_activation", code_activation, ACTIVATIONS)
         _check_choice("output", output, OUTPUTS)
@@ -177,13 +178,6 @@ class Autoencoder(PyroModule):
         self.activation, self.code_activation = activation, code_activation
         self.output, self.output_scale = output, float(output_scale)
         self.corruption, self.noise, self.tied = corruption, float(noise), bool(tied)
-        D = sizes[0]
-        if image_shape is None:
-            side = math.isqrt(D)
-            image_shape = (side, side) if side * side == D else (1, D)
-        self.image_shape = tuple(int(s) for s in image_shape)
-        if math.prod(self.image_shape) != D:
-            raise ValueError(f"image_shape {self.image_shape} does not hold {D} pixels")
         pairs = list(zip(sizes[:-1], sizes[1:]))
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairs)
         # decoder[k] maps layer k + 1 back to layer k (applied from the top down)
@@ -201,34 +195,53 @@ class Autoencoder(PyroModule):
     # ---- constructors of the named kinds -------------------------------------------
 
     @classmethod
-    def linear(cls, num_inputs: int, code: int, **kwargs) -> Autoencoder:
+    def linear(
+        cls, num_features: int | None = None, code: int = 30, *, num_inputs=None, **kwargs
+    ) -> Autoencoder:
         """One linear layer each way, squared error: learns the top-``code`` principal
-        subspace."""
+        subspace. (``num_inputs``: deprecated name of ``num_features``.)"""
+        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features)
         kwargs.setdefault("output", "gaussian")
-        return cls((num_inputs, code), "linear", "linear", **kwargs)
+        return cls((num_features, code), "linear", "linear", **kwargs)
 
     @classmethod
     def nonlinear(
-        cls, num_inputs: int, hidden: int, activation: str = "sigmoid", **kwargs
+        cls,
+        num_features: int | None = None,
+        hidden: int = 500,
+        activation: str = "sigmoid",
+        *,
+        num_inputs=None,
+        **kwargs,
     ) -> Autoencoder:
-        """One hidden layer of ``activation`` units (the code)."""
-        return cls((num_inputs, hidden), activation, activation, **kwargs)
+        """One hidden layer of ``activation`` units (the code). (``num_inputs``: deprecated
+        name of ``num_features``.)"""
+        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features)
+        return cls((num_features, hidden), activation, activation, **kwargs)
 
     @classmethod
     def deep(
-        cls, num_inputs: int = 625, hidden: Sequence[int] = (2000, 1000, 500, 30), **kwargs
+        cls,
+        num_features: int = 625,
+        hidden: Sequence[int] = (2000, 1000, 500, 30),
+        *,
+        num_inputs=None,
+        **kwargs,
     ) -> Autoencoder:
         """Hinton & Salakhutdinov's deep autoencoder: logistic hidden layers, linear code
-        (default ``625-2000-1000-500-30``, their face architecture)."""
+        (default ``625-2000-1000-500-30``, their face architecture). (``num_inputs``:
+        deprecated name of ``num_features``.)"""
+        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features, 625)
         kwargs.setdefault("activation", "sigmoid")
         kwargs.setdefault("code_activation", "linear")
-        return cls((num_inputs, *hidden), **kwargs)
+        return cls((num_features, *hidden), **kwargs)
 
     # ---- parts -----------------------------------------------------------------------
 
     @property
     def num_inputs(self) -> int:
-        return self.sizes[0]
+        """Deprecated alias of :attr:`num_features`."""
+        return self.num_features
 
     @property
     def code_size(self) -> int:
@@ -243,11 +256,6 @@ class Autoencoder(PyroModule):
         if not self.tied:
             yield from self.decoder
 
-    def _module(self, name: str):
-        # attribute access registers the parameters with Pyro (SVI needs them); skipped
-        # when no handler could see the param statements
-        return getattr(self, name) if params_observed() else self._modules[name]
-
     def _encoder_activation(self, k: int):
         last = k == self.num_layers - 1
         return ACTIVATIONS[self.code_activation if last else self.activation]
@@ -257,8 +265,8 @@ class Autoencoder(PyroModule):
         r"""Set the output bias to the pixel means :math:`m` (Gaussian output) or their
         log-odds :math:`\log\frac{m}{1-m}` (Bernoulli; clamped to ``[eps, 1 - eps]``)."""
         m = torch.as_tensor(pixel_mean).reshape(-1)
-        if m.numel() != self.num_inputs:
-            raise ValueError(f"pixel_mean: expected {self.num_inputs} values, got {m.numel()}")
+        if m.numel() != self.num_features:
+            raise ValueError(f"pixel_mean: expected {self.num_features} values, got {m.numel()}")
         bias = self.decoder_bias[0] if self.tied else self.decoder[0].bias
         m = m.to(bias)
         bias.copy_(torch.logit(m.clamp(eps, 1 - eps)) if self.output == "bernoulli" else m)
@@ -266,7 +274,7 @@ class Autoencoder(PyroModule):
     # ---- input checks --------------------------------------------------------------
 
     def _prepare(self, x, name: str = "x") -> torch.Tensor:
-        x = flatten_images(x, self.num_inputs, self.image_shape, name)
+        x = self._flatten(x, name)
         if is_validation_enabled():
             check_finite(x, name)
             if self.output == "bernoulli":
@@ -294,7 +302,7 @@ class Autoencoder(PyroModule):
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         h = x
-        for k, layer in enumerate(self._module("encoder")):
+        for k, layer in enumerate(self._observed("encoder")):
             h = self._encoder_activation(k)(layer(h))
         return h
 
@@ -302,12 +310,12 @@ class Autoencoder(PyroModule):
         h = z
         act = ACTIVATIONS[self.activation]
         if self.tied:
-            encoder, biases = self._module("encoder"), self._module("decoder_bias")
+            encoder, biases = self._observed("encoder"), self._observed("decoder_bias")
             maps = [
                 (lambda u, e=e, b=b: F.linear(u, e.weight.t(), b)) for e, b in zip(encoder, biases)
             ]
         else:
-            maps = list(self._module("decoder"))
+            maps = list(self._observed("decoder"))
         for k in range(self.num_layers - 1, -1, -1):
             h = maps[k](h)
             if k > 0:
@@ -335,6 +343,50 @@ class Autoencoder(PyroModule):
 
     reconstruct = forward
 
+    def transform(self, X) -> torch.Tensor:
+        """The codes of ``X`` (:meth:`encode`, without gradients): the
+        :class:`~pyrogen.models.base.Representation` protocol's name."""
+        with torch.no_grad():
+            return self.encode(X)
+
+    def up(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """The clean code of ``x``, as the next layer of a greedy stack is trained on it
+        (:func:`pyrogen.models.greedy.propagate`; deterministic, ``sample`` is ignored)."""
+        with torch.no_grad():
+            return self.encode(x)
+
+    def fit(
+        self,
+        X,
+        *,
+        epochs: int = 10,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        seed: int = 0,
+        progress: bool = True,
+        **train_options,
+    ) -> Autoencoder:
+        """Minimise the reconstruction error of ``X`` (a tensor of examples or a pyrogen
+        dataset) with Adam on ``Trace_ELBO`` of :meth:`model` (which is that error), through
+        :func:`pyrogen.train.train`; other keyword arguments go to it (``val_data``,
+        ``device``, ``out``, ...). No pre-training: ``pyrogen train autoencoder`` (or the
+        ``autoencoder`` registry entry) runs greedy pre-training first. Returns ``self``."""
+        from pyro.infer import Trace_ELBO
+
+        from pyrogen.train import SVILearner, train
+
+        learner = SVILearner(self, Trace_ELBO(), lr=lr)
+        self.train_result_ = train(
+            learner,
+            X,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            **train_options,
+        )
+        return self
+
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         r"""A corrupted copy :math:`\tilde x \sim q(\tilde x \mid x)`: masking noise (each
         input set to 0 with probability :math:`\nu`) or :math:`x + \nu\,\epsilon`,
@@ -359,6 +411,27 @@ class Autoencoder(PyroModule):
         if self.output == "bernoulli":
             return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
         return 0.5 * (out - x).square().sum(-1) / self.output_scale**2
+
+    @torch.no_grad()
+    def reconstruction_score(self, data, *, batch_size: int = 1000) -> ReconstructionScore:
+        """Mean squared error and reconstruction error (the training loss) per example of
+        ``data`` (a tensor or a pyrogen dataset), in evaluation mode (no corruption)."""
+        if hasattr(data, "tensor") and callable(data.tensor):
+            data = data.tensor()
+        was_training = self.training
+        self.eval()
+        sq, rec, n = 0.0, 0.0, 0
+        try:
+            like = next(self.parameters())
+            for x in data.split(int(batch_size)):
+                x = x.to(like)
+                sq += float(self.squared_error(x).sum())
+                rec += float(self.reconstruction_error(x).sum())
+                n += x.shape[0]
+        finally:
+            self.train(was_training)
+        loss = "cross-entropy" if self.output == "bernoulli" else "half squared error"
+        return ReconstructionScore(sq / max(n, 1), rec / max(n, 1), n, loss)
 
     def squared_error(self, x: torch.Tensor) -> torch.Tensor:
         """Per-example squared error :math:`\\lVert x - \\hat x\\rVert^2` of the clean
@@ -399,7 +472,7 @@ class Autoencoder(PyroModule):
         act = self.code_activation if k == self.num_layers - 1 else self.activation
         return below, ("binary" if act == "sigmoid" else "gaussian")
 
-    def rbm_stack(self, visible_scale: float = 1.0) -> list[LayerRBM]:
+    def rbm_stack(self, visible_scale: float = 1.0) -> list[StackRBM]:
         """Fresh RBMs for greedy pre-training, one per layer, matching the architecture:
         Gaussian visible units under a Gaussian output (standard deviation
         ``visible_scale``), linear (Gaussian) hidden units under a linear code, binary
@@ -424,12 +497,18 @@ class Autoencoder(PyroModule):
                 )
             scale = visible_scale if visible == "gaussian" else 1.0
             rbms.append(
-                LayerRBM(self.sizes[k], self.sizes[k + 1], visible, hidden, visible_scale=scale)
+                StackRBM(
+                    self.sizes[k],
+                    self.sizes[k + 1],
+                    visible_units=visible,
+                    hidden_units=hidden,
+                    visible_scale=scale,
+                )
             )
         return rbms
 
     @torch.no_grad()
-    def load_rbms(self, rbms: Sequence[LayerRBM]) -> None:
+    def load_rbms(self, rbms: Sequence[StackRBM]) -> None:
         """Unroll pre-trained RBMs: encoder layer ``k`` gets :math:`W_k^\\top` and the
         hidden biases, decoder layer ``k`` gets :math:`W_k` and the visible biases (tied
         values in untied parameters, unless the module is ``tied``)."""
@@ -501,177 +580,3 @@ class Autoencoder(PyroModule):
             else:
                 self.decoder[k].weight.copy_(dec_w)
                 self.decoder[k].bias.copy_(dec_b)
-
-
-def stack_codes(parts: Sequence, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
-    """The data for the next pre-training stage: ``x`` passed up through ``parts``
-    (:class:`LayerRBM` up-means, or one-layer :class:`Autoencoder` clean codes). With
-    ``sample``, binary RBM hidden units are sampled from their probabilities instead: the
-    data of the next RBM are then binary, like the visible states of its contrastive
-    divergence chains (feeding probabilities to an RBM whose negative phase samples binary
-    visible states biases its hidden units towards off)."""
-    with torch.no_grad():
-        for part in parts:
-            if isinstance(part, LayerRBM):
-                x = part.up(x)
-                if sample and part.hidden == "binary":
-                    x = bernoulli_sample(x)
-            else:
-                x = part.encode(x)
-    return x
-
-
-# ----------------------------------------------------------------------------- RBM layers
-
-
-class _BinaryGaussianRBM(EnergyBasedDistribution):
-    r"""An RBM with binary visible units :math:`v \in \{0,1\}^V` and linear (unit-variance
-    Gaussian) hidden units :math:`h \in \mathbb R^H`, the top layer of [2]:
-
-    .. math::
-
-        E(v, h) = -b^\top v + \tfrac12\lVert h - c\rVert^2 - v^\top W h, \qquad
-        p(h \mid v) = \mathcal N(c + W^\top v, I), \quad
-        p(v_i = 1 \mid h) = \sigma(b_i + (W h)_i),
-
-    and integrating :math:`h` out, :math:`-F(v) = b^\top v + \tfrac12\lVert c + W^\top
-    v\rVert^2 - \tfrac12\lVert c\rVert^2 + \tfrac H2\log 2\pi` (finite for every binary
-    :math:`v`, so the model is normalisable). Only what greedy pre-training needs
-    (contrastive divergence) and exact :math:`\log Z` for tiny :math:`V`; a private helper
-    of the autoencoder's pre-training, not a general-purpose distribution.
-    """
-
-    arg_constraints = {}
-    support = constraints.independent(constraints.unit_interval, 1)
-    has_rsample = False
-
-    def __init__(self, weight, visible_bias, hidden_bias, *, validate_args=None) -> None:
-        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
-        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
-        super(EnergyBasedDistribution, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
-        )
-        return new
-
-    def _parameters(self):
-        return (self.weight, self.visible_bias, self.hidden_bias)
-
-    def hidden_mean(self, v):
-        return torch.addmm(self.hidden_bias, v.reshape(-1, v.shape[-1]), self.weight).reshape(
-            v.shape[:-1] + self.hidden_bias.shape
-        )
-
-    def unnormalized_log_prob(self, value):
-        value = value.to(self.weight.dtype)
-        const = 0.5 * self.hidden_bias.shape[0] * math.log(2 * math.pi)
-        return (
-            value @ self.visible_bias
-            + 0.5 * self.hidden_mean(value).square().sum(-1)
-            - 0.5 * self.hidden_bias.square().sum()
-            + const
-        )
-
-    def can_enumerate(self) -> bool:
-        return self.weight.shape[0] <= self.max_enumeration
-
-    def _exact_log_partition(self):
-        parts = [
-            torch.logsumexp(self.unnormalized_log_prob(s), 0)
-            for s in binary_states(self.weight.shape[0], self.weight.dtype, self.weight.device)
-        ]
-        return torch.logsumexp(torch.stack(parts), 0)
-
-    def init_chains(self, num_chains: int):
-        b = self.visible_bias.detach()
-        return (torch.bernoulli(torch.full((num_chains, b.shape[0]), 0.5).to(b)),)
-
-    def gibbs_step(self, state):
-        mean = self.hidden_mean(state[0])
-        h = mean + torch.randn_like(mean)
-        v = torch.bernoulli(torch.sigmoid(torch.addmm(self.visible_bias, h, self.weight.T)))
-        return (v, h)
-
-
-class LayerRBM(RBM):
-    r"""One RBM of a deep autoencoder's greedy stack: a :class:`~pyrogen.models.rbm.RBM`
-    whose visible and hidden units may each be ``"binary"`` or ``"gaussian"`` (unit
-    variance; not both), trained by :class:`~pyrogen.infer.ContrastiveDivergence`.
-
-    * binary / binary: :class:`~pyrogen.distributions.BernoulliRBM`;
-    * Gaussian visible: :class:`~pyrogen.distributions.GaussianRBM` with :math:`\sigma = 1`
-      (standardize the data);
-    * Gaussian hidden: linear hidden units (the code layer of [2]).
-
-    Unlike :class:`~pyrogen.models.rbm.RBM`, :meth:`model` accepts grey-level data (e.g.
-    hidden probabilities of a layer below); the ``autoencoder`` family trains the layers
-    above the first on binary states sampled from those probabilities (see
-    :func:`stack_codes`).
-    """
-
-    def __init__(
-        self,
-        num_visible: int,
-        num_hidden: int,
-        visible: str = "binary",
-        hidden: str = "binary",
-        init_scale: float = 0.01,
-        visible_scale: float = 1.0,
-    ) -> None:
-        for label, kind in (("visible", visible), ("hidden", hidden)):
-            _check_choice(label, kind, ("binary", "gaussian"))
-        if visible == hidden == "gaussian":
-            raise ValueError("visible and hidden units cannot both be Gaussian")
-        if not visible_scale > 0 or (visible == "binary" and visible_scale != 1):
-            raise ValueError(
-                "visible_scale must be positive, and 1 for binary visible units; got "
-                f"{visible_scale} for {visible} units"
-            )
-        super().__init__(num_visible, num_hidden, init_scale=init_scale)
-        self.visible, self.hidden = visible, hidden
-        self.visible_scale = float(visible_scale)
-
-    def distribution(self, **kwargs):
-        if self.visible == "binary" and self.hidden == "binary":
-            return super().distribution(**kwargs)
-        if params_observed():
-            W, b, c = self.weight, self.visible_bias, self.hidden_bias
-        else:
-            p = self._parameters
-            W, b, c = p["weight"], p["visible_bias"], p["hidden_bias"]
-        if self.visible == "gaussian":
-            kwargs.setdefault("validate_args", False)
-            return GaussianRBM(W, b, c, torch.full_like(b, self.visible_scale), **kwargs)
-        return _BinaryGaussianRBM(W, b, c, **kwargs)
-
-    def _prepare(self, x):
-        x = flatten_images(x, self.num_visible, self.image_shape)
-        if is_validation_enabled():
-            check_finite(x)
-        return x
-
-    def encoder_weight(self) -> torch.Tensor:
-        r"""The weight of :math:`h`'s pre-activation, :math:`W / s` (``(V, H)``), with
-        :math:`s` the Gaussian visible units' standard deviation (1 for binary units)."""
-        return self.weight / self.visible_scale
-
-    def decoder_weight(self) -> torch.Tensor:
-        r"""The weight of :math:`\mathbb E[v \mid h]`, :math:`s\,W` (``(V, H)``)."""
-        return self.weight * self.visible_scale
-
-    @torch.no_grad()
-    def up(self, v: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mathbb E[h \mid v]`: :math:`\sigma(c + (W/s)^\top v)` for binary hidden
-        units, :math:`c + W^\top v` for linear ones (what the next layer is trained on, and
-        what the unrolled encoder computes)."""
-        pre = torch.addmm(self.hidden_bias, v, self.encoder_weight())
-        return torch.sigmoid(pre) if self.hidden == "binary" else pre
-
-    @torch.no_grad()
-    def down(self, h: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mathbb E[v \mid h]`: :math:`\sigma(b + W h)` or :math:`b + s\,W h`."""
-        pre = torch.addmm(self.visible_bias, h, self.decoder_weight().T)
-        return torch.sigmoid(pre) if self.visible == "binary" else pre

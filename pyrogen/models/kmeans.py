@@ -48,7 +48,7 @@ import math
 import numpy as np
 import torch
 
-from pyrogen.models.sparse_coding import _like_input, check_data
+from pyrogen._checks import check_data, like_input
 
 __all__ = [
     "KMeansFeatures",
@@ -257,7 +257,7 @@ class KMeansFeatures:
         self._check_fitted()
         original = X
         X = self._prepare(X).to(self.cluster_centers_)
-        return _like_input(_assign(X, self.cluster_centers_)[0], original)
+        return like_input(_assign(X, self.cluster_centers_)[0], original)
 
     def transform(self, X) -> torch.Tensor | np.ndarray:
         """Triangle features (or one-hot assignments) ``(n_samples, n_clusters)``."""
@@ -269,7 +269,19 @@ class KMeansFeatures:
             out = torch.nn.functional.one_hot(labels, self.n_clusters).to(X.dtype)
         else:
             out = torch.cat([triangle_features(xb, self.cluster_centers_) for xb in X.split(65536)])
-        return _like_input(out, original)
+        return like_input(out, original)
+
+    def reconstruct(self, X) -> torch.Tensor | np.ndarray:
+        """Each example replaced by its nearest centre (vector quantization)."""
+        self._check_fitted()
+        original = X
+        X = self._prepare(X).to(self.cluster_centers_)
+        return like_input(self.cluster_centers_[_assign(X, self.cluster_centers_)[0]], original)
+
+    @property
+    def num_features(self) -> int | None:
+        """The data width seen by :meth:`fit` (``n_features_in_``, scikit-learn's name)."""
+        return self.n_features_in_
 
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)

@@ -25,35 +25,38 @@ Sample sites: ``"z"`` (latent) and ``"x"`` (observed) inside ``pyro.plate("data"
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, pyro_method
+from pyro.nn import pyro_method
 from torch import nn
 
-from pyrogen._checks import check_finite, flatten_images
+from pyrogen._checks import check_finite
+from pyrogen.evaluate.exact import exact_log_likelihood
+from pyrogen.models.base import GenerativeModel
 
-_instance_ids = itertools.count()
+__all__ = ["LinearGaussianVAE"]
 
 
-class LinearGaussianVAE(PyroModule):
+class LinearGaussianVAE(GenerativeModel):
     """Probabilistic PCA with a linear amortized Gaussian guide (see module docs).
+    Its :meth:`log_likelihood` is exact (the Gaussian marginal).
 
     :param int num_features: :math:`D`.
     :param int latent_dim: :math:`d`.
     :param float noise_scale: :math:`\\sigma` (fixed).
     """
 
+    name_prefix = "ppca"
+
     def __init__(
         self, num_features: int, latent_dim: int, noise_scale: float = 0.5, name: str | None = None
     ) -> None:
-        super().__init__(name=name or f"ppca{next(_instance_ids)}")
+        super().__init__(num_features, (1, int(num_features)), name)
         if noise_scale <= 0:
             raise ValueError(f"noise_scale must be positive, got {noise_scale}")
-        self.num_features = int(num_features)
         self.latent_dim = int(latent_dim)
         self.noise_scale = float(noise_scale)
         self.weight = nn.Parameter(torch.randn(num_features, latent_dim) / math.sqrt(latent_dim))
@@ -64,7 +67,7 @@ class LinearGaussianVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor):
-        x = flatten_images(x, self.num_features, None)
+        x = self._flatten(x)
         check_finite(x)
         with pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([self.latent_dim])
@@ -74,7 +77,7 @@ class LinearGaussianVAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor):
-        x = flatten_images(x, self.num_features, None)
+        x = self._flatten(x)
         with pyro.plate("data", x.shape[0]):
             loc = x @ self.guide_weight.T + self.guide_bias
             scale = self.guide_log_scale.exp().expand_as(loc)
@@ -91,6 +94,23 @@ class LinearGaussianVAE(PyroModule):
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact :math:`\\log p(x)` per example."""
         return self.marginal().log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``(num_samples, num_features)`` draws from :math:`p(x)`."""
+        self._check_context(context)
+        return self.marginal().sample((int(num_samples),))
+
+    def log_likelihood(self, data, *, batch_size: int = 1000, progress: bool = False):
+        """The exact mean test log-likelihood under the Gaussian marginal."""
+        with torch.no_grad():
+            return exact_log_likelihood(
+                self.exact_log_prob,
+                data,
+                batch_size=batch_size,
+                progress=progress,
+                estimator="exact (linear-Gaussian marginal)",
+            )
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(N, d)`` and covariance ``(d, d)`` of the exact posterior :math:`p(z|x)`."""

@@ -52,9 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyrogen._checks import check_data, like_input
 from pyrogen.infer.dictionary import update_dictionary
 from pyrogen.infer.lasso import LassoResult, lasso_fista
-from pyrogen.models.sparse_coding import _like_input, check_data
+from pyrogen.models.base import renamed_argument
 
 __all__ = ["PSD", "PSDLearner"]
 
@@ -62,7 +63,7 @@ __all__ = ["PSD", "PSDLearner"]
 class PSD(nn.Module):
     """Predictive sparse decomposition (see module docs).
 
-    :param int n_features: :math:`d`.
+    :param int num_features: :math:`d`, the data width (``n_features``: its deprecated name).
     :param int n_atoms: :math:`k`.
     :param float alpha: weight of :math:`\\lVert z \\rVert_1` (half the paper's
         :math:`\\lambda`).
@@ -73,21 +74,23 @@ class PSD(nn.Module):
 
     def __init__(
         self,
-        n_features: int,
-        n_atoms: int,
+        num_features: int | None = None,
+        n_atoms: int | None = None,
         alpha: float = 0.1,
         beta: float = 1.0,
         *,
         tol: float = 1e-3,
         max_iter: int = 500,
+        n_features: int | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("n_features", n_features), ("n_atoms", n_atoms)):
-            if isinstance(v, bool) or int(v) != v or v <= 0:
+        n_features = renamed_argument("n_features", "num_features", n_features, num_features)
+        for name, v in (("num_features", n_features), ("n_atoms", n_atoms)):
+            if v is None or isinstance(v, bool) or int(v) != v or v <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if not (math.isfinite(alpha) and alpha >= 0) or not (math.isfinite(beta) and beta > 0):
             raise ValueError(f"need alpha >= 0 and beta > 0, got alpha={alpha}, beta={beta}")
-        self.n_features, self.n_atoms = int(n_features), int(n_atoms)
+        self.num_features, self.n_atoms = int(n_features), int(n_atoms)
         self.alpha, self.beta, self.tol, self.max_iter = float(alpha), float(beta), tol, max_iter
         bound = 1.0 / math.sqrt(n_features)
         self.weight = nn.Parameter(torch.empty(n_atoms, n_features).uniform_(-bound, bound))
@@ -138,7 +141,7 @@ class PSD(nn.Module):
         )
 
     def _prepare(self, X, name="X") -> torch.Tensor:
-        X = check_data(X, name, self.n_features)
+        X = check_data(X, name, self.num_features)
         return X.to(self.components)
 
     def fit(
@@ -178,13 +181,23 @@ class PSD(nn.Module):
     def transform(self, X) -> torch.Tensor | np.ndarray:
         """Test-time codes: one encoder pass :math:`F(x)`. NumPy in, NumPy out."""
         original = X
-        return _like_input(self(self._prepare(X)), original)
+        return like_input(self(self._prepare(X)), original)
 
     @torch.no_grad()
     def inverse_transform(self, Z) -> torch.Tensor | np.ndarray:
         """Reconstructions ``Z @ components``."""
         Zt = check_data(Z, "Z", self.n_atoms).to(self.components)
-        return _like_input(Zt @ self.components, Z)
+        return like_input(Zt @ self.components, Z)
+
+    @torch.no_grad()
+    def reconstruct(self, X) -> torch.Tensor | np.ndarray:
+        """The decoded test-time codes, ``inverse_transform(transform(X))``."""
+        return self.inverse_transform(self.transform(X))
+
+    @property
+    def n_features(self) -> int:
+        """Deprecated alias of :attr:`num_features`."""
+        return self.num_features
 
 
 class PSDLearner:
@@ -202,7 +215,7 @@ class PSDLearner:
     def __init__(self, psd: PSD, lr: float = 1e-3, forget: float = 1.0) -> None:
         self.psd, self.forget = psd, float(forget)
         self.optimizer = torch.optim.Adam([psd.weight, psd.bias, psd.gain], lr=lr)
-        k, d = psd.n_atoms, psd.n_features
+        k, d = psd.n_atoms, psd.num_features
         self.AtA = torch.zeros(k, k, dtype=psd.components.dtype, device=psd.components.device)
         self.XtA = torch.zeros(d, k, dtype=psd.components.dtype, device=psd.components.device)
         self.count = 0

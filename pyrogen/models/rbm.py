@@ -17,106 +17,92 @@ hidden biases 0, visible biases :math:`\log \frac{m_i}{1 - m_i}` of the training
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 
-import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
-from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from pyrogen._checks import check_binary, flatten_images
-from pyrogen._effects import data_plate, params_observed
 from pyrogen.distributions.rbm import BernoulliRBM
+from pyrogen.distributions.replicated_softmax import ReplicatedSoftmaxRBM, check_counts
+from pyrogen.models.base import logit_of_mean, renamed_argument
+from pyrogen.models.energy import EnergyModel
 
-_instance_ids = itertools.count()
+__all__ = ["RBM", "ReplicatedSoftmax"]
 
 
-class RBM(PyroModule):
+class RBM(EnergyModel):
     """Binary RBM with trainable parameters (see module docs).
 
-    :param int num_visible: :math:`V`.
-    :param int num_hidden: :math:`H`.
+    :param int num_features: :math:`V`, the visible units (the data width).
+    :param int hidden: :math:`H`, the hidden units.
     :param pixel_mean: ``(V,)`` training-set means for the visible-bias initialisation.
     :param image_shape: ``(H, W)`` of the visible units, for filters and sample grids.
     :param float init_scale: standard deviation of the initial weights.
+    :param num_visible: deprecated name of ``num_features``.
+    :param num_hidden: deprecated name of ``hidden``.
     """
+
+    name_prefix = "rbm"
 
     def __init__(
         self,
-        num_visible: int,
-        num_hidden: int,
+        num_features: int | None = None,
+        hidden: int | None = None,
         pixel_mean: torch.Tensor | None = None,
         image_shape: Sequence[int] | None = None,
         init_scale: float = 0.01,
         name: str | None = None,
+        *,
+        num_visible: int | None = None,
+        num_hidden: int | None = None,
     ) -> None:
-        super().__init__(name=name if name is not None else f"rbm{next(_instance_ids)}")
-        if num_visible < 1 or num_hidden < 1:
-            raise ValueError(
-                f"num_visible and num_hidden must be >= 1, got {num_visible}, {num_hidden}"
-            )
-        self.num_visible, self.num_hidden = int(num_visible), int(num_hidden)
-        if image_shape is None:
-            side = math.isqrt(num_visible)
-            image_shape = (side, side) if side * side == num_visible else (1, num_visible)
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.weight = nn.Parameter(torch.randn(num_visible, num_hidden) * init_scale)
-        self.visible_bias = nn.Parameter(torch.zeros(num_visible))
-        self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+        num_features = renamed_argument("num_visible", "num_features", num_visible, num_features)
+        hidden = renamed_argument("num_hidden", "hidden", num_hidden, hidden)
+        if num_features is None or hidden is None:
+            raise TypeError("RBM needs num_features and hidden")
+        if int(hidden) < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        super().__init__(num_features, image_shape, name)
+        self.hidden = int(hidden)
+        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
+        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
+        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
         if pixel_mean is not None:
             with torch.no_grad():
-                mean = torch.as_tensor(pixel_mean).reshape(-1).to(self.visible_bias)
-                if mean.numel() != num_visible:
-                    raise ValueError(
-                        f"pixel_mean: expected {num_visible} values, got {mean.numel()}"
-                    )
-                self.visible_bias.copy_(torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
+                self.visible_bias.copy_(logit_of_mean(pixel_mean, self.visible_bias))
+
+    @property
+    def num_visible(self) -> int:
+        """The visible units (the data width), :attr:`num_features`."""
+        return self.num_features
+
+    @property
+    def num_hidden(self) -> int:
+        """Deprecated alias of :attr:`hidden`."""
+        return self.hidden
 
     def distribution(self, **kwargs) -> BernoulliRBM:
         """The RBM with the current parameters, as a distribution over the visible units."""
-        if params_observed():  # register the parameters with Pyro (SVI needs them)
-            params = (self.weight, self.visible_bias, self.hidden_bias)
-        else:
-            p = self._parameters
-            params = (p["weight"], p["visible_bias"], p["hidden_bias"])
-        return BernoulliRBM(*params, **kwargs)
+        return BernoulliRBM(*self._distribution_parameters(), **kwargs)
 
-    def _prepare(self, x):
-        x = flatten_images(x, self.num_visible, self.image_shape)
-        if is_validation_enabled():
-            check_binary(x)
-        return x
-
-    @pyro_method
-    def model(self, x: torch.Tensor):
-        """``pyro.sample("v", BernoulliRBM(...), obs=x)`` inside ``pyro.plate("data")``."""
-        x = self._prepare(x)
-        with data_plate("data", x.shape[0], x.device):
-            pyro.sample("v", self.distribution(validate_args=False), obs=x)
-
-    @pyro_method
-    def guide(self, x: torch.Tensor):
-        """Empty: the RBM has no latent sample sites (its hidden units are summed out)."""
+    def _visible_mean(self, dist, state) -> torch.Tensor:
+        return torch.sigmoid(dist.visible_logits(state[1]))
 
     @torch.no_grad()
-    def sample(self, num_samples: int, num_steps: int = 1000, init=None) -> torch.Tensor:
-        """``num_samples`` chains of ``num_steps`` block-Gibbs sweeps; returns the last
-        :math:`p(v = 1 \\mid h)` (the usual picture of RBM samples)."""
-        rbm = self.distribution()
-        state = rbm.init_chains(num_samples) if init is None else (init,)
-        for _ in range(num_steps):
-            state = rbm.gibbs_step(state)
-        return torch.sigmoid(rbm.visible_logits(state[1]))
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """One mean-field up-down pass, :math:`\\sigma(b + W \\sigma(c + W^\\top x))`."""
+        dist = self.distribution()
+        x = self._prepare(x)
+        return torch.sigmoid(dist.visible_logits(torch.sigmoid(dist.hidden_logits(x))))
 
+    @torch.no_grad()
     def filters(self) -> torch.Tensor:
-        """The weights of each hidden unit as an image, ``(num_hidden, *image_shape)``."""
-        return self.weight.detach().T.reshape(self.num_hidden, *self.image_shape)
+        """Each hidden unit's weights as an image, ``(hidden, *image_shape)``."""
+        return self.weight.detach().T.reshape(self.hidden, *self.image_shape)
 
 
-class ReplicatedSoftmax(PyroModule):
+class ReplicatedSoftmax(EnergyModel):
     r"""Replicated-softmax RBM (Salakhutdinov & Hinton 2009) with trainable parameters: an
     undirected topic model over word-count vectors,
     ``pyro.sample("v", ReplicatedSoftmaxRBM(W, b, c), obs=counts)``.
@@ -126,57 +112,75 @@ class ReplicatedSoftmax(PyroModule):
     :class:`~pyrogen.infer.ContrastiveDivergence` (the model's hidden biases are scaled by
     each document's length inside the distribution).
 
-    :param int vocab_size: :math:`K`.
-    :param int num_hidden: :math:`H` (the "topics").
+    :param int num_features: :math:`K`, the vocabulary size (the data width).
+    :param int hidden: :math:`H` (the "topics").
     :param word_counts: ``(K,)`` total training counts per word, for the bias initialisation.
+    :param int document_length: words per document of :meth:`sample` when none is given.
+    :param vocab_size: deprecated name of ``num_features``.
+    :param num_hidden: deprecated name of ``hidden``.
     """
+
+    name_prefix = "rsm"
 
     def __init__(
         self,
-        vocab_size: int,
-        num_hidden: int,
+        num_features: int | None = None,
+        hidden: int | None = None,
         word_counts: torch.Tensor | None = None,
         init_scale: float = 0.01,
         name: str | None = None,
+        *,
+        document_length: int | None = None,
+        vocab_size: int | None = None,
+        num_hidden: int | None = None,
     ) -> None:
-        super().__init__(name=name if name is not None else f"rsm{next(_instance_ids)}")
-        self.vocab_size, self.num_hidden = int(vocab_size), int(num_hidden)
-        self.weight = nn.Parameter(torch.randn(vocab_size, num_hidden) * init_scale)
-        self.visible_bias = nn.Parameter(torch.zeros(vocab_size))
-        self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+        num_features = renamed_argument("vocab_size", "num_features", vocab_size, num_features)
+        hidden = renamed_argument("num_hidden", "hidden", num_hidden, hidden)
+        if num_features is None or hidden is None:
+            raise TypeError("ReplicatedSoftmax needs num_features (the vocabulary size) and hidden")
+        if int(hidden) < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        super().__init__(num_features, (1, int(num_features)), name)
+        self.hidden = int(hidden)
+        self.document_length = None if document_length is None else int(document_length)
+        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
+        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
+        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
         if word_counts is not None:
             with torch.no_grad():
                 counts = torch.as_tensor(word_counts, dtype=torch.float32).reshape(-1) + 1.0
                 self.visible_bias.copy_((counts / counts.sum()).log().to(self.visible_bias))
 
-    def distribution(self, **kwargs):
-        from pyrogen.distributions import ReplicatedSoftmaxRBM
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary size, :attr:`num_features`."""
+        return self.num_features
 
-        if params_observed():
-            params = (self.weight, self.visible_bias, self.hidden_bias)
-        else:
-            p = self._parameters
-            params = (p["weight"], p["visible_bias"], p["hidden_bias"])
-        return ReplicatedSoftmaxRBM(*params, **kwargs)
+    @property
+    def num_hidden(self) -> int:
+        """Deprecated alias of :attr:`hidden`."""
+        return self.hidden
 
-    @pyro_method
-    def model(self, counts: torch.Tensor):
-        """``pyro.sample("v", ReplicatedSoftmaxRBM(...), obs=counts)`` in the data plate;
-        counts are checked (non-negative integers) when validation is on."""
+    def distribution(self, **kwargs) -> ReplicatedSoftmaxRBM:
+        """The replicated-softmax RBM with the current parameters (``length``: the document
+        length of its partition function and of fresh Gibbs chains)."""
+        kwargs.setdefault("length", self.document_length)
+        return ReplicatedSoftmaxRBM(*self._distribution_parameters(), **kwargs)
+
+    def _prepare(self, x, name: str = "counts") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if is_validation_enabled():
-            from pyrogen.distributions.replicated_softmax import check_counts
+            check_counts(x, self.num_features, name)
+        return x
 
-            check_counts(counts, self.vocab_size, "counts")
-        with data_plate("data", counts.shape[0], counts.device):
-            pyro.sample("v", self.distribution(validate_args=False), obs=counts)
-
-    @pyro_method
-    def guide(self, counts: torch.Tensor):
-        """Empty (the hidden units are summed out)."""
+    def _visible_mean(self, dist, state) -> torch.Tensor:
+        # expected counts given h: D softmax(b + W h), each chain with its own length D
+        return state[0].sum(-1, keepdim=True) * torch.softmax(dist.visible_logits(state[1]), -1)
 
     @torch.no_grad()
     def topics(self) -> torch.Tensor:
-        """Each hidden unit's weights over the vocabulary, ``(num_hidden, vocab_size)``: its
+        """Each hidden unit's weights over the vocabulary, ``(hidden, vocab_size)``: its
         top words are the "topic" it has learned."""
         return self.weight.detach().T
 

@@ -75,42 +75,11 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
+from pyrogen._checks import check_data, like_input
 from pyrogen.infer.dictionary import update_dictionary
 from pyrogen.infer.lasso import lasso_fista, lasso_objective, lipschitz_constant
 
-__all__ = ["SparseCoding", "SparseCodingModel", "check_data", "map_codes"]
-
-
-def check_data(X, name: str = "X", n_features: int | None = None) -> torch.Tensor:
-    """``X`` as a floating-point ``(n, d)`` tensor; ``ValueError`` naming ``name`` on a wrong
-    number of dimensions or features, an empty array or NaN/inf values."""
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(np.ascontiguousarray(X))
-    elif not isinstance(X, torch.Tensor):
-        try:
-            X = torch.as_tensor(np.asarray(X, dtype=np.float64))
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"{name}: expected an array or tensor, got {type(X).__name__}") from e
-    if not X.is_floating_point():
-        X = X.to(torch.get_default_dtype())
-    if X.dim() != 2:
-        raise ValueError(
-            f"{name}: expected a 2-D array (n_samples, n_features), got shape {tuple(X.shape)}"
-        )
-    if X.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one example, got shape {tuple(X.shape)}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"{name}: expected {n_features} features (as in fit), got {X.shape[1]} "
-            f"(shape {tuple(X.shape)})"
-        )
-    if not bool(torch.isfinite(X).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return X
-
-
-def _like_input(t: torch.Tensor, original) -> Any:
-    return t.cpu().numpy() if isinstance(original, np.ndarray) else t
+__all__ = ["SparseCoding", "SparseCodingModel", "map_codes"]
 
 
 class SparseCoding:
@@ -350,13 +319,22 @@ class SparseCoding:
                 for xb in X.split(max(self.batch_size, 4096))
             ]
         )
-        return _like_input(codes, original)
+        return like_input(codes, original)
 
     def inverse_transform(self, codes) -> torch.Tensor | np.ndarray:
         """Reconstructions ``codes @ components_``."""
         self._check_fitted()
         A = check_data(codes, "codes", self.n_atoms).to(self.components_)
-        return _like_input(A @ self.components_, codes)
+        return like_input(A @ self.components_, codes)
+
+    def reconstruct(self, X) -> torch.Tensor | np.ndarray:
+        """The reconstructions from the Lasso codes, ``inverse_transform(transform(X))``."""
+        return self.inverse_transform(self.transform(X))
+
+    @property
+    def num_features(self) -> int | None:
+        """The data width seen by :meth:`fit` (``n_features_in_``, scikit-learn's name)."""
+        return self.n_features_in_
 
     def objective(self, X, tol: float = 1e-5) -> float:
         """Mean Lasso objective of ``X`` under the dictionary (codes solved to ``tol``)."""
@@ -433,7 +411,7 @@ class SparseCodingModel(PyroModule):
             torch.tensor(float(sigma), dtype=components.dtype), constraint=constraints.positive
         )
         self.alpha = float(alpha)
-        self.n_atoms, self.n_features = components.shape
+        self.n_atoms, self.num_features = components.shape
 
     @property
     def laplace_scale(self) -> torch.Tensor:
@@ -442,9 +420,9 @@ class SparseCodingModel(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_data(x, "x", self.n_features) if not torch.is_tensor(x) else x
-        if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"x: expected (n, {self.n_features}), got {tuple(x.shape)}")
+        x = check_data(x, "x", self.num_features) if not torch.is_tensor(x) else x
+        if x.dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"x: expected (n, {self.num_features}), got {tuple(x.shape)}")
         zero = x.new_zeros(self.n_atoms)
         with pyro.plate("data", x.shape[0]):
             a = pyro.sample(

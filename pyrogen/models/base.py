@@ -1,0 +1,217 @@
+r"""The protocol every pyrogen model follows, and the pieces they share.
+
+**Density models** (:class:`GenerativeModel`: VAEs, RBMs, DBMs, NADE, PixelCNN, ...) define a
+distribution :math:`p(x)` over examples and offer, with the same signatures in every family:
+
+``model(x, ...)`` / ``guide(x, ...)``
+    Plain Pyro code: the batch inside ``pyro.plate("data", N)``, sample sites with stable,
+    documented names. The guide may be empty (energy-based and autoregressive models have
+    no latent sites). Any Pyro loss valid for the pair works with them.
+``sample(num_samples, *, context=None)``
+    ``(num_samples, *event_shape)`` draws from :math:`p(x)` (``context``: class labels or
+    other conditioning, for models that take it). Models whose observations are drawn from
+    a simple conditional :math:`p(x \mid \text{state})` (VAEs: :math:`p(x \mid z)`; RBMs and
+    DBMs: :math:`p(v \mid h)` of the last Gibbs sweep) also accept ``mean=True``, which
+    returns that conditional's mean instead, the usual picture of "samples"
+    (:attr:`GenerativeModel.has_mean_samples`).
+``log_likelihood(data, **options)``
+    The mean test log-likelihood of ``data`` by the strongest estimator the family admits,
+    as a :class:`~pyrogen.evaluate.LogLikelihood`: exact (autoregressive models, the
+    linear-Gaussian model), importance sampling with the guide as proposal (VAEs), an exact
+    or AIS partition function (RBMs), the mean-field bound with an AIS partition function
+    (DBMs). ``pyrogen.evaluate.log_likelihood(model, data)`` calls it. Options its
+    estimator does not take are a :class:`TypeError`.
+
+**Deterministic models** (autoencoders, sparse coding, predictive sparse decomposition,
+k-means features) define no density; they follow the sibling protocol
+:class:`Representation`: ``fit(X)``, ``transform(X)`` (the codes; autoencoders also call it
+``encode``) and ``reconstruct(X)``.
+
+The pieces repeated across model classes live here once: a fresh Pyro name per instance
+(two models in one process never share entries of Pyro's param store), the data width
+``num_features`` and the image shape used to accept image-shaped input and draw grids, the
+output-bias initialisation from training-set pixel means, registering parameters with Pyro
+only when a handler can observe them, and the check that binary data are binary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule
+
+from pyrogen._checks import check_binary, flatten_images
+from pyrogen._effects import params_observed
+
+__all__ = [
+    "GenerativeModel",
+    "PyroModel",
+    "Representation",
+    "default_image_shape",
+    "logit_of_mean",
+    "renamed_argument",
+]
+
+_instance_ids = itertools.count()
+
+
+def default_image_shape(
+    num_features: int, image_shape: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """``image_shape`` checked against ``num_features``, or a square when none is given and
+    ``num_features`` is one (``(1, D)`` otherwise)."""
+    num_features = int(num_features)
+    if image_shape is None:
+        side = math.isqrt(num_features)
+        return (side, side) if side * side == num_features else (1, num_features)
+    shape = tuple(int(s) for s in image_shape)
+    if math.prod(shape) != num_features:
+        raise ValueError(
+            f"image_shape {shape} does not hold num_features={num_features} values "
+            f"(product {math.prod(shape)})"
+        )
+    return shape
+
+
+@torch.no_grad()
+def logit_of_mean(pixel_mean: torch.Tensor, like: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    r""":math:`\log\frac{m}{1-m}` of training-set means :math:`m` (clamped to
+    ``[eps, 1 - eps]``), shaped, typed and placed like ``like``: the output bias that makes a
+    Bernoulli model start from the data's factorised marginal (Burda et al. 2015; Hinton
+    2010's practical guide). A ValueError if the sizes differ."""
+    m = torch.as_tensor(pixel_mean).reshape(-1)
+    if m.numel() != like.numel():
+        raise ValueError(f"pixel_mean: expected {like.numel()} values, got {m.numel()}")
+    return torch.logit(m.to(like).clamp(eps, 1 - eps)).reshape(like.shape)
+
+
+def renamed_argument(old: str, new: str, value: Any, current: Any, default: Any = None) -> Any:
+    """Resolve a keyword renamed in this release: returns ``value`` (the old keyword's) with
+    a :class:`DeprecationWarning` when it was given, ``current`` (the new keyword's)
+    otherwise; giving both is a TypeError."""
+    if value is None:
+        return current
+    if current is not None and current is not default and current != default:
+        raise TypeError(f"give {new!r} only ({old!r} is its deprecated name)")
+    warnings.warn(
+        f"the argument {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3
+    )
+    return value
+
+
+class PyroModel(PyroModule):
+    """What pyrogen's Pyro models share, density or not (see module docs).
+
+    :param int num_features: :math:`D`, the width of one example.
+    :param image_shape: ``(H, W)`` of one example (``H * W == D``); default a square when
+        ``D`` is one.
+    :param str name: Pyro name prefix of the parameters; default a fresh
+        ``"<name_prefix><N>"``.
+    """
+
+    #: prefix of the fresh Pyro names of instances
+    name_prefix: ClassVar[str] = "model"
+
+    def __init__(
+        self,
+        num_features: int,
+        image_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            name=name if name is not None else f"{self.name_prefix}{next(_instance_ids)}"
+        )
+        if int(num_features) < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        self.num_features = int(num_features)
+        self.image_shape = default_image_shape(num_features, image_shape)
+
+    # ---- shared pieces -----------------------------------------------------------------
+
+    def _observed(self, name: str):
+        """The submodule or parameter ``name``, read through Pyro (which registers its
+        parameters, what ``SVI`` and Pyro's ELBOs need) when a handler could observe
+        ``pyro.param`` statements, and directly otherwise (a measurable saving in a
+        millisecond training step; see :func:`pyrogen._effects.params_observed`)."""
+        if params_observed():
+            return getattr(self, name)
+        found = self._modules.get(name)
+        return found if found is not None else self._parameters[name]
+
+    def _check_context(self, context) -> None:
+        if context is not None:
+            raise TypeError(f"{type(self).__name__} takes no context (it is unconditional)")
+
+    def _flatten(self, x, name: str = "x") -> torch.Tensor:
+        """``x`` as ``(batch, num_features)``, accepting image-shaped input; a clear error
+        naming the expected and the found shape otherwise."""
+        return flatten_images(x, self.num_features, self.image_shape, name)
+
+    def _binary_input(self, x, name: str = "x") -> torch.Tensor:
+        """:meth:`_flatten`, then (with Pyro's validation on) the check that every value is
+        0 or 1. Model and guide see the same batch object in a step, so the check (a host
+        sync) runs once per batch: a weak reference and the tensor's version counter tell a
+        new or modified batch from the one already checked."""
+        x = self._flatten(x, name)
+        if is_validation_enabled():
+            ref, version = self.__dict__.get("_checked", (None, None))
+            if ref is None or ref() is not x or version != x._version:
+                check_binary(x, name)
+                self.__dict__["_checked"] = (weakref.ref(x), x._version)
+        return x
+
+
+class GenerativeModel(PyroModel):
+    """Base class of pyrogen's density models (see module docs for the protocol:
+    ``model`` / ``guide``, ``sample``, ``log_likelihood``)."""
+
+    #: whether :meth:`sample` accepts ``mean=True`` (see module docs)
+    has_mean_samples: ClassVar[bool] = False
+
+    @property
+    def event_shape(self) -> torch.Size:
+        """Shape of one example as :meth:`sample` returns it."""
+        return torch.Size((self.num_features,))
+
+    # ---- the protocol ------------------------------------------------------------------
+
+    def model(self, x: torch.Tensor, *args, **kwargs):
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor, *args, **kwargs):
+        """Empty unless the model has latent sample sites."""
+
+    def sample(self, num_samples: int, *, context: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_likelihood(self, data, **options):
+        raise NotImplementedError
+
+    def to_unit_interval(self, samples: torch.Tensor) -> torch.Tensor:
+        """:meth:`sample` output as values in [0, 1], for pictures (the identity for binary
+        data and probabilities)."""
+        return samples
+
+
+@runtime_checkable
+class Representation(Protocol):
+    """The protocol of pyrogen's deterministic models (no density): autoencoders, sparse
+    coding, predictive sparse decomposition, k-means features.
+
+    ``fit(X)`` learns from ``(n, D)`` examples and returns the model; ``transform(X)`` gives
+    their codes ``(n, K)``; ``reconstruct(X)`` gives the reconstructions ``(n, D)`` decoded
+    from those codes.
+    """
+
+    def fit(self, X, *args, **kwargs) -> Any: ...
+
+    def transform(self, X) -> Any: ...
+
+    def reconstruct(self, X) -> Any: ...
