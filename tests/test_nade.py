@@ -23,6 +23,7 @@ from pyrogen.distributions.nade import FVSBN, NADE, RNADE
 from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
 from pyrogen.registry import DataInfo, get_family
+from pyrogen.runs import Run
 from pyrogen.train import train
 
 
@@ -465,16 +466,16 @@ def test_family_learner_improves_the_exact_test_log_likelihood(digits, family, c
     cfg = fam.config(**config)
     torch.manual_seed(0)
     module = fam.build(cfg, DataInfo(train_x.shape[1], (8, 8), train_x.mean(0), "digits"))
-    before = fam.log_likelihood(module, cfg, test_x, num_samples=1)
+    before = fam.log_likelihood(module, cfg, test_x)
     learner = fam.learner(module, cfg, lr=0.01)
     result = train(learner, train_x, epochs=10, batch_size=100, progress=False, val_data=test_x)
-    after = fam.log_likelihood(module, cfg, test_x, num_samples=1)
+    after = fam.log_likelihood(module, cfg, test_x)
     assert after.estimator.startswith("exact") and after.mc_stderr == 0
     assert after.per_example.shape == (len(test_x),)
     assert after.mean > before.mean + 4, (before.mean, after.mean)
     if not cfg.__dict__.get("order_agnostic"):  # validation loss is the exact test NLL
         assert abs(result.last("val_loss", "val") - after.nll) < 1e-3
-    samples = fam.sample(module, 10)
+    samples = module.sample(10)
     assert samples.shape == (10, 64) and set(samples.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -483,12 +484,12 @@ def test_cli_trains_and_evaluates_nade(tmp_path, capsys):
 
     run = tmp_path / "run"
     argv = ["train", "nade", "--dataset", "digits", "--hidden", "16", "--epochs", "1"]
-    argv += ["--out", str(run), "--no-progress", "--eval-k", "1", "--order-agnostic"]
+    argv += ["--out", str(run), "--no-progress", "--evaluate", "--order-agnostic"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "exact" in out
-    result = cli.evaluate_run(run, progress=False)
-    assert result.method == "exact" and result.mc_stderr == 0 and result.nll > 0
+    result = Run.load(run).evaluate(progress=False)
+    assert result.estimator == "exact" and result.mc_stderr == 0 and result.nll > 0
     with pytest.raises(SystemExit):
         cli.main(["train", "nade", "--help"])
     text = capsys.readouterr().out

@@ -420,19 +420,19 @@ def test_family_learner_trains_and_scores_exactly(digits, family):
     fam = get_family(family)
     cfg = fam.config(hidden=16, layers=2 if family == "pixelcnn" else 1, first_kernel=5)
     module = fam.build(cfg, DataInfo(64, (8, 8)))
-    before = fam.log_likelihood(module, cfg, test_x, num_samples=1)
+    before = fam.log_likelihood(module, cfg, test_x)
     learner = fam.learner(module, cfg, lr=1e-2)
     result = train(learner, train_x, epochs=5, batch_size=100, progress=False, device="cpu")
-    after = fam.log_likelihood(module, cfg, test_x, num_samples=1, batch_size=128)
-    assert after.method == "exact" and after.mc_stderr == 0.0
+    after = fam.log_likelihood(module, cfg, test_x, batch_size=128)
+    assert after.estimator == "exact" and after.mc_stderr == 0.0
     assert after.per_example.shape == (360,)
     with torch.no_grad():
         direct = module.log_prob(test_x).double()
     assert torch.allclose(after.per_example, direct, atol=1e-4)
     assert after.mean > before.mean + 8.0
     assert result.last("loss") < 40.0
-    samples = fam.sample(module, 5)
-    assert samples.shape == (5, 64) and set(samples.unique().tolist()) <= {0.0, 1.0}
+    samples = module.sample(5)
+    assert samples.shape == (5, 1, 8, 8) and set(samples.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_cli_trains_and_evaluates(tmp_path, capsys):
@@ -442,6 +442,6 @@ def test_cli_trains_and_evaluates(tmp_path, capsys):
 
     args = ["train", "pixelcnn", "--dataset", "digits", "--out", str(tmp_path), "--gated"]
     args += ["--hidden", "8", "--layers", "1", "--max-steps", "3", "--no-validate"]
-    args += ["--no-progress", "--eval-k", "1"]
+    args += ["--no-progress", "--evaluate"]
     assert main(args) == 0
     assert "NLL" in capsys.readouterr().out and "exact" in (tmp_path / "eval.json").read_text()

@@ -215,6 +215,7 @@ class AutoencoderFamily(Family):
     description = "deterministic autoencoders: linear, nonlinear, deep (RBM-pre-trained), denoising"
     config_cls = AutoencoderConfig
     kind = "representation"
+    smoke_config = {"hidden": "12,4", "pretrain_epochs": 1}
     sample_option = None
     default_num_samples = None
     default_lr = 1e-3  # Adam, fine-tuning (and denoising pre-training)

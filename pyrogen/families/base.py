@@ -129,6 +129,9 @@ class Family(ABC):
     default_num_samples: ClassVar[int | None] = 5000
     #: learning rate used when the command line does not give one
     default_lr: ClassVar[float] = 1e-3
+    #: config overrides of a tiny instance, for smoke runs and the contract tests that run
+    #: over every registered family (``tests/test_families.py``)
+    smoke_config: ClassVar[dict[str, Any]] = {}
     #: old config names kept for one release: old -> (new, value -> {new: value} given the
     #: config being built)
     deprecated_options: ClassVar[dict[str, tuple[str, Callable[[Any, dict], dict]]]] = {}

@@ -51,6 +51,7 @@ class DBMFamily(Family):
     sample_option = "num_chains"
     default_num_samples = 100  # AIS chains
     default_lr = 1e-3  # per summed gradient (0.1 for the batch mean at batch size 100)
+    smoke_config = {"hidden": (8, 6), "pretrain_epochs": 1, "chains": 10, "ais_betas": 200}
     deprecated_options = {
         "hidden1": ("hidden", _layer_alias(0)),
         "hidden2": ("hidden", _layer_alias(1)),

@@ -120,6 +120,7 @@ class NADEFamily(_BinaryAutoregressiveFamily):
     name = "nade"
     description = "neural autoregressive distribution estimator, exact likelihood"
     config_cls = NADEConfig
+    smoke_config = {"hidden": 8, "test_orderings": 2}
     # Adam on binarized MNIST, H = 500, batch 20: test NLL 92.7 after 1 epoch, 90.6 after 2
     # (about 4 min per epoch on one CPU thread); at 1e-3 and batch 100: 103.6 after 2 epochs
     default_lr = 5e-3

@@ -104,6 +104,7 @@ class PixelCNNFamily(_ImageAutoregressiveFamily):
     name = "pixelcnn"
     description = "PixelCNN / gated PixelCNN (masked convolutions), exact log-likelihood"
     config_cls = PixelCNNConfig
+    smoke_config = {"hidden": 8, "layers": 1, "first_kernel": 3, "gated": True}
     default_lr = 3e-3  # faster than 1e-3 on binarized MNIST in short CPU runs, and stable
 
     def build(self, config: PixelCNNConfig, info: DataInfo) -> torch.nn.Module:
@@ -130,6 +131,7 @@ class PixelRNNFamily(_ImageAutoregressiveFamily):
     name = "pixelrnn"
     description = "PixelRNN with Row LSTM layers, exact log-likelihood"
     config_cls = PixelRNNConfig
+    smoke_config = {"hidden": 8, "first_kernel": 3}
 
     def build(self, config: PixelRNNConfig, info: DataInfo) -> torch.nn.Module:
         from pyrogen.distributions.pixelcnn import PixelRNN

@@ -71,6 +71,7 @@ class RBMFamily(Family):
     config_cls = RBMConfig
     sample_option = "num_chains"
     default_num_samples = 100  # AIS chains
+    smoke_config = {"hidden": 8, "chains": 10, "ais_betas": 200}
     default_lr = 1e-3  # per summed gradient: 0.1 for the batch mean at batch size 100
 
     def build(self, config: RBMConfig, info: DataInfo) -> torch.nn.Module:

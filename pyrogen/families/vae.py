@@ -42,6 +42,7 @@ class VAEFamily(Family):
     config_cls = VAEConfig
     sample_option = "num_samples"
     default_num_samples = 5000
+    smoke_config = {"num_particles": 2}
     deprecated_options = {"k": ("num_particles", lambda value, cfg: {"num_particles": value})}
 
     def build(self, config: VAEConfig, info: DataInfo) -> torch.nn.Module:

@@ -49,6 +49,7 @@ from pyro.nn import PyroModule
 
 from pyrogen._checks import check_binary, flatten_images
 from pyrogen._effects import params_observed
+from pyrogen.nn.init import logit_of_mean
 
 __all__ = [
     "GenerativeModel",
@@ -78,18 +79,6 @@ def default_image_shape(
             f"(product {math.prod(shape)})"
         )
     return shape
-
-
-@torch.no_grad()
-def logit_of_mean(pixel_mean: torch.Tensor, like: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    r""":math:`\log\frac{m}{1-m}` of training-set means :math:`m` (clamped to
-    ``[eps, 1 - eps]``), shaped, typed and placed like ``like``: the output bias that makes a
-    Bernoulli model start from the data's factorised marginal (Burda et al. 2015; Hinton
-    2010's practical guide). A ValueError if the sizes differ."""
-    m = torch.as_tensor(pixel_mean).reshape(-1)
-    if m.numel() != like.numel():
-        raise ValueError(f"pixel_mean: expected {like.numel()} values, got {m.numel()}")
-    return torch.logit(m.to(like).clamp(eps, 1 - eps)).reshape(like.shape)
 
 
 def renamed_argument(old: str, new: str, value: Any, current: Any, default: Any = None) -> Any:
@@ -147,7 +136,7 @@ class PyroModel(PyroModule):
 
     def _check_context(self, context) -> None:
         if context is not None:
-            raise TypeError(f"{type(self).__name__} takes no context (it is unconditional)")
+            raise TypeError(f"context: {type(self).__name__} is unconditional and takes none")
 
     def _flatten(self, x, name: str = "x") -> torch.Tensor:
         """``x`` as ``(batch, num_features)``, accepting image-shaped input; a clear error

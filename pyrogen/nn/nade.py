@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyrogen.nn.init import logit_of_mean
+
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "relu": torch.relu,
@@ -61,11 +63,6 @@ def _glorot_(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     with torch.no_grad():
         weight.uniform_(-bound, bound)
-
-
-def _logit_of_mean(mean: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    mean = mean.clamp(eps, 1 - eps)
-    return mean.log() - (-mean).log1p()
 
 
 def order_values(x: torch.Tensor, ordering: torch.Tensor | None) -> torch.Tensor:
@@ -158,6 +155,20 @@ def nade_preactivations(
     return steps.cumsum(1).add_(hidden_bias.unsqueeze(-2))
 
 
+class _SizeAliases:
+    """Older names of the sizes, kept for one release."""
+
+    @property
+    def num_inputs(self) -> int:
+        """Deprecated alias of ``num_features``."""
+        return self.num_features
+
+    @property
+    def num_hidden(self) -> int:
+        """Deprecated alias of ``hidden``."""
+        return self.hidden
+
+
 class _ContextMixin:
     """Class-conditional biases: an embedding of the label added to a bias vector."""
 
@@ -171,7 +182,7 @@ class _ContextMixin:
         return table[context]
 
 
-class FVSBNNet(nn.Module):
+class FVSBNNet(_SizeAliases, nn.Module):
     r"""Parameters of a fully visible sigmoid belief network (logistic autoregression).
 
     .. math:: p(x_{o_k} = 1 \mid x_{o_{<k}}) = \sigma\Big(b_{o_k} + \sum_{i<k} W_{o_k o_i}
@@ -182,21 +193,21 @@ class FVSBNNet(nn.Module):
     ordering), the others get zero gradient. Initialised at zero weights (the objective is
     convex in the parameters) and zero biases (see :meth:`init_output_bias`).
 
-    :param int num_inputs: :math:`D`.
+    :param int num_features: :math:`D`.
     """
 
     num_classes = None
 
-    def __init__(self, num_inputs: int) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.num_inputs = _check_size("num_inputs", num_inputs)
-        self.weight = nn.Parameter(torch.zeros(self.num_inputs, self.num_inputs))
-        self.bias = nn.Parameter(torch.zeros(self.num_inputs))
+        self.num_features = _check_size("num_features", num_features)
+        self.weight = nn.Parameter(torch.zeros(self.num_features, self.num_features))
+        self.bias = nn.Parameter(torch.zeros(self.num_features))
 
     @torch.no_grad()
     def init_output_bias(self, mean: torch.Tensor) -> FVSBNNet:
         """Set the biases to the log-odds of ``mean`` (the training pixel means)."""
-        self.bias.copy_(_logit_of_mean(mean.to(self.bias)))
+        self.bias.copy_(logit_of_mean(mean, self.bias))
         return self
 
     def masked_weight(self, ordering: torch.Tensor | None = None) -> torch.Tensor:
@@ -219,7 +230,7 @@ class FVSBNNet(nn.Module):
         return self.bias + torch.einsum("nj,nij->ni", x, weight)
 
 
-class NADENet(_ContextMixin, nn.Module):
+class NADENet(_SizeAliases, _ContextMixin, nn.Module):
     r"""Parameters of NADE (Larochelle & Murray 2011), optionally class-conditional and
     with the mask inputs of order-agnostic NADE (Uria et al. 2014).
 
@@ -229,8 +240,8 @@ class NADENet(_ContextMixin, nn.Module):
         p(x_{o_k} = 1 \mid x_{o_{<k}}, y) = \sigma\big(b_{o_k} + e^o_{y, o_k}
             + V_{o_k, :} h_k\big)
 
-    :param int num_inputs: :math:`D`.
-    :param int num_hidden: :math:`H`.
+    :param int num_features: :math:`D`.
+    :param int hidden: :math:`H`.
     :param int num_classes: number of class labels :math:`y` (``None``: unconditional).
         The label's embeddings :math:`e^h_y \in \mathbb R^H` and :math:`e^o_y \in
         \mathbb R^D` are initialised at zero.
@@ -250,8 +261,8 @@ class NADENet(_ContextMixin, nn.Module):
 
     def __init__(
         self,
-        num_inputs: int,
-        num_hidden: int,
+        num_features: int,
+        hidden: int,
         *,
         num_classes: int | None = None,
         context_to: str = "both",
@@ -259,8 +270,8 @@ class NADENet(_ContextMixin, nn.Module):
         activation: str = "sigmoid",
     ) -> None:
         super().__init__()
-        d = self.num_inputs = _check_size("num_inputs", num_inputs)
-        h = self.num_hidden = _check_size("num_hidden", num_hidden)
+        d = self.num_features = _check_size("num_features", num_features)
+        h = self.hidden = _check_size("hidden", hidden)
         self.activation_name = activation
         self.activation = _activation(activation)
         self.weight = nn.Parameter(torch.empty(h, d))
@@ -283,7 +294,7 @@ class NADENet(_ContextMixin, nn.Module):
     @torch.no_grad()
     def init_output_bias(self, mean: torch.Tensor) -> NADENet:
         """Set :math:`b` to the log-odds of ``mean`` (the training pixel means)."""
-        self.output_bias.copy_(_logit_of_mean(mean.to(self.output_bias)))
+        self.output_bias.copy_(logit_of_mean(mean, self.output_bias))
         return self
 
     def hidden_bias_for(self, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -324,10 +335,10 @@ class NADENet(_ContextMixin, nn.Module):
         :param context: labels ``(N,)`` (integers) or ``(N, K)`` (one-hot / probabilities).
         :param ordering: ``None``, ``(D,)`` or ``(N, D)``.
         """
-        return _map_chunks(self._logits, x, self.num_inputs * self.num_hidden, context, ordering)
+        return _map_chunks(self._logits, x, self.num_features * self.hidden, context, ordering)
 
 
-class RNADENet(_ContextMixin, nn.Module):
+class RNADENet(_SizeAliases, _ContextMixin, nn.Module):
     r"""Parameters of RNADE (Uria, Murray & Larochelle 2013): NADE's hidden layer with a
     mixture of :math:`K` Gaussians per conditional.
 
@@ -344,8 +355,8 @@ class RNADENet(_ContextMixin, nn.Module):
     (initialised at 1), which lets each conditional adjust the scale of an :math:`a_k` that
     sums more inputs the later it comes in the ordering.
 
-    :param int num_inputs: :math:`D`.
-    :param int num_hidden: :math:`H`.
+    :param int num_features: :math:`D`.
+    :param int hidden: :math:`H`.
     :param int num_components: :math:`K`.
     :param int num_classes: class labels added to the hidden pre-activation (``None``: none).
     :param str activation: ``"sigmoid"`` or ``"relu"``.
@@ -359,8 +370,8 @@ class RNADENet(_ContextMixin, nn.Module):
 
     def __init__(
         self,
-        num_inputs: int,
-        num_hidden: int,
+        num_features: int,
+        hidden: int,
         num_components: int = 5,
         *,
         num_classes: int | None = None,
@@ -368,8 +379,8 @@ class RNADENet(_ContextMixin, nn.Module):
         rescale: bool = True,
     ) -> None:
         super().__init__()
-        d = self.num_inputs = _check_size("num_inputs", num_inputs)
-        h = self.num_hidden = _check_size("num_hidden", num_hidden)
+        d = self.num_features = _check_size("num_features", num_features)
+        h = self.hidden = _check_size("hidden", hidden)
         k = self.num_components = _check_size("num_components", num_components)
         self.activation_name = activation
         self.activation = _activation(activation)
@@ -408,12 +419,12 @@ class RNADENet(_ContextMixin, nn.Module):
 
     def _params(self, x, context, ordering):
         a = nade_preactivations(x, self.weight, self.hidden_bias_for(context), ordering)
-        index = torch.arange(self.num_inputs, device=x.device) if ordering is None else ordering
+        index = torch.arange(self.num_features, device=x.device) if ordering is None else ordering
         logits, loc, scale = self.mixture_params(a, index)
         return tuple(unorder_values(t, ordering) for t in (logits, loc, scale))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, ordering=None):
         """``(logits, loc, scale)`` of every conditional's mixture, each ``(N, D, K)``
         variable-indexed."""
-        per_row = self.num_inputs * self.num_hidden * (1 + 3 * self.num_components)
+        per_row = self.num_features * self.hidden * (1 + 3 * self.num_components)
         return _map_chunks(self._params, x, per_row, context, ordering)

@@ -1,0 +1,200 @@
+"""The family contract, checked the same way for every registered family.
+
+Like Pyro's ``tests/distributions`` battery, these tests know no family by name: each one
+runs over ``load_families()``, building a tiny instance from the family's ``smoke_config``
+on scikit-learn's 8x8 digits (shipped, no download). A new family is covered by registering
+it. For every family:
+
+* its model follows the protocol of :mod:`pyrogen.models.base` (density models:
+  ``model`` / ``guide``, ``sample``, ``log_likelihood``; deterministic ones: ``fit`` /
+  ``transform`` / ``reconstruct``);
+* it trains a few steps through the engine, and a run interrupted by a checkpoint and
+  resumed by fresh objects ends in exactly the state of an uninterrupted run (staged
+  learners across a stage boundary);
+* ``sample(n)`` returns ``(n, *event_shape)`` values in the data's range;
+* ``log_likelihood`` returns a :class:`~pyrogen.evaluate.LogLikelihood` (finite, one value per
+  example, the same through ``pyrogen.evaluate.log_likelihood``), and an option its
+  estimator does not take is a TypeError naming it;
+* every ``pyrogen train <family>`` flag is documented in ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from pyrogen import cli
+from pyrogen.evaluate import LogLikelihood, ReconstructionScore, log_likelihood
+from pyrogen.models.base import GenerativeModel, Representation
+from pyrogen.registry import load_families
+from pyrogen.runs import Run, RunConfig, load_splits
+
+FAMILIES = sorted(load_families())
+# 200 training examples in batches of 50: 4 steps per epoch; 10 steps cross every stage
+# boundary of a smoke-sized staged learner (one pre-training epoch per layer)
+TRAIN_LIMIT, BATCH, STEPS, HALF = 200, 50, 10, 5
+
+
+def run_config(name: str, **overrides) -> RunConfig:
+    family = load_families()[name]
+    settings = dict(
+        dataset="digits",
+        epochs=10,
+        batch_size=BATCH,
+        max_steps=STEPS,
+        train_limit=TRAIN_LIMIT,
+        device="cpu",
+        seed=3,
+    )
+    return RunConfig(name, dict(family.smoke_config), **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train_set, _, test = load_splits("digits")
+    return train_set, test.tensor()[:40]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One smoke run per family (trained once, shared by the tests below)."""
+    runs = {}
+    for name in FAMILIES:
+        out = tmp_path_factory.mktemp(name)
+        run = Run(run_config(name), out)
+        run.train(progress=False)
+        runs[name] = run
+    return runs
+
+
+def test_every_family_is_covered():
+    assert {"vae", "rbm", "dbm", "fvsbn", "nade", "pixelcnn", "pixelrnn", "autoencoder"} <= set(
+        FAMILIES
+    )
+    for name, family in load_families().items():
+        assert family.kind in ("density", "representation"), name
+        assert family.description and family.config_cls, name
+        family.config(**family.smoke_config)  # the smoke config is valid
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_model_follows_the_protocol(name, trained):
+    run = trained[name]
+    model = run.model
+    if run.family.kind == "density":
+        assert isinstance(model, GenerativeModel)
+        for method in ("model", "guide", "sample", "log_likelihood"):
+            assert callable(getattr(model, method)), method
+    else:
+        assert isinstance(model, Representation)
+    assert model.num_features == 64 and tuple(model.image_shape) == (8, 8)
+
+
+def _flatten_state(state, prefix=""):
+    """(path, value) pairs of the tensors and numbers in a nested state dict."""
+    if isinstance(state, dict):
+        for key, value in state.items():
+            yield from _flatten_state(value, f"{prefix}/{key}")
+    elif isinstance(state, list | tuple):
+        for i, value in enumerate(state):
+            yield from _flatten_state(value, f"{prefix}/{i}")
+    elif isinstance(state, torch.Tensor | int | float | bool) or state is None:
+        yield prefix, state
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_checkpoint_and_resume_are_exact(name, trained, tmp_path):
+    straight = trained[name]
+    # the same run, interrupted after HALF steps, then resumed by fresh objects
+    half = Run(run_config(name, max_steps=HALF, checkpoint_every=HALF), tmp_path)
+    half.train(progress=False)
+    resumed = Run(run_config(name), tmp_path)
+    result = resumed.train(progress=False)
+    assert result.step == STEPS
+    a = dict(_flatten_state(straight.learner.state_dict()))
+    b = dict(_flatten_state(resumed.learner.state_dict()))
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+    # the run folder holds what runs.py documents
+    for file in ("config.json", "checkpoint.pt", "history.jsonl"):
+        assert (tmp_path / file).exists(), file
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_shape_and_range(name, trained):
+    run = trained[name]
+    if run.family.kind != "density":
+        with pytest.raises(TypeError, match="deterministic"):
+            run.sample(4)
+        return
+    model = run.model
+    x = model.sample(5)
+    assert x.shape == (5, *model.event_shape)
+    pictures = model.to_unit_interval(x)
+    assert torch.isfinite(pictures).all() and pictures.min() >= 0 and pictures.max() <= 1
+    if model.has_mean_samples:
+        means = model.sample(5, mean=True)
+        assert means.shape == x.shape and means.min() >= 0 and means.max() <= 1
+    grid, path = run.sample(9)
+    assert grid.shape == (9, 64) and path.endswith("samples.png")
+    with pytest.raises((TypeError, ValueError), match="context"):
+        model.sample(2, context=torch.zeros(2))  # these smoke models are unconditional
+
+
+@pytest.mark.filterwarnings("ignore:PSIS k-hat")  # 20 samples from a 10-step model
+@pytest.mark.parametrize("name", FAMILIES)
+def test_evaluation_returns_the_one_result_type(name, trained, digits):
+    run = trained[name]
+    _, test = digits
+    options = {"progress": False}
+    if run.family.sample_option is not None:
+        options[run.family.sample_option] = 20
+    if run.family.kind != "density":
+        score = run.family.evaluate(run.model, run.model_config, test)
+        assert isinstance(score, ReconstructionScore) and score.num_examples == len(test)
+        assert math.isfinite(score.squared_error)
+        assert run.model.transform(test).shape == (len(test), run.model.sizes[-1])
+        assert run.model.reconstruct(test).shape == test.shape
+        return
+    torch.manual_seed(0)
+    result = run.family.log_likelihood(run.model, run.model_config, test, **options)
+    assert isinstance(result, LogLikelihood)
+    assert result.per_example.shape == (len(test),) and math.isfinite(result.mean)
+    assert result.mean < 0 and result.stderr >= 0 and result.mc_stderr >= 0
+    assert result.estimator and isinstance(result.to_dict(), dict)
+    assert "test log-likelihood" in result.summary()
+    # the one entry point dispatches to the model's own estimator
+    opts = {**run.family.evaluation_options(run.model_config), **options}
+    torch.manual_seed(0)
+    again = log_likelihood(run.model, test, **opts)
+    assert isinstance(again, LogLikelihood) and again.estimator == result.estimator
+    if result.is_exact:
+        torch.testing.assert_close(again.per_example, result.per_example)
+    # an option the estimator does not take is named
+    with pytest.raises(TypeError, match="no_such_option"):
+        log_likelihood(run.model, test, no_such_option=1)
+    # the run layer writes eval.json with the same numbers
+    record = run.evaluate(test, **({} if run.family.sample_option is None else {"num_samples": 20}))
+    assert (run.out / "eval.json").exists() and math.isfinite(record.mean)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_train_flag_is_documented(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", name, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    family = load_families()[name]
+    for f in dataclasses.fields(family.config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert f.metadata.get("help"), f"{name}: config field {f.name} has no help text"
+    for flag in ("--dataset", "--epochs", "--batch-size", "--lr", "--out", "--device"):
+        assert flag in text, flag
