@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrogen.evaluate import importance_bound, log_likelihood, psis_khat
+from pyrogen.evaluate import LogLikelihood, importance_bound, log_likelihood, psis_khat
 from pyrogen.models import VAE, LinearGaussianVAE
 
 
@@ -180,3 +180,54 @@ def test_exact_log_likelihood_averages_log_prob_and_restores_the_mode():
         exact_log_likelihood(module, x, batch_size=0)
     with pytest.raises(ValueError, match="non-empty"):
         exact_log_likelihood(module.log_prob, x[:0])
+
+
+# ----------------------------------------------------------------------------- one entry point
+
+
+def test_one_entry_point_for_models_pairs_and_distributions(float64):
+    # the linear-Gaussian model: its own estimator is exact, and importance sampling with the
+    # exact posterior as proposal gives the same numbers through the Pyro-pair form
+    m = _ppca()
+    m.set_guide_to_posterior()
+    x = m.marginal().sample((15,))
+    own = log_likelihood(m, x)
+    assert own.is_exact and own.estimator.startswith("exact")
+    torch.testing.assert_close(own.per_example, m.exact_log_prob(x).detach())
+    pair = log_likelihood(m.model, m.guide, x, num_samples=10, progress=False)
+    torch.testing.assert_close(pair.per_example, own.per_example, rtol=0, atol=1e-8)
+    assert pair.estimator == "importance sampling" and not pair.is_exact
+    # an energy-based distribution: exact log Z for a tiny RBM
+    from pyrogen.distributions import BernoulliRBM
+
+    rbm = BernoulliRBM(torch.randn(4, 3), torch.randn(4), torch.randn(3))
+    v = torch.bernoulli(torch.full((6, 4), 0.5))
+    result = log_likelihood(rbm, v, progress=False)
+    torch.testing.assert_close(result.per_example, rbm.log_prob(v).double())
+    assert result.diagnostics["log_z_stderr"] == 0
+
+
+def test_unknown_options_and_forms_are_named_type_errors():
+    m = _ppca()
+    x = m.marginal().sample((3,)).detach()
+    with pytest.raises(TypeError, match=r"num_samples.*it takes \['batch_size', 'progress'\]"):
+        log_likelihood(m, x, num_samples=100)
+    with pytest.raises(TypeError, match="typo_option"):
+        log_likelihood(m.model, m.guide, x, typo_option=1)
+    with pytest.raises(TypeError, match="exact_log_likelihood"):
+        log_likelihood(m.exact_log_prob, x)  # a plain function is neither form
+    with pytest.raises(TypeError, match="one positional"):
+        log_likelihood(m, x, x)
+
+
+def test_deprecated_names_still_work_for_one_release():
+    result = LogLikelihood.from_per_example(torch.tensor([-1.0, -3.0]), "exact")
+    with pytest.warns(DeprecationWarning, match="estimator"):
+        assert result.method == "exact"
+    with pytest.warns(DeprecationWarning, match="diagnostics"):
+        assert result.extra == {}
+    from pyrogen.evaluate import exact_log_likelihood
+
+    with pytest.warns(DeprecationWarning, match="estimator"):
+        ll = exact_log_likelihood(lambda v: -v.sum(-1), torch.ones(4, 2), method="mine")
+    assert ll.estimator == "mine" and ll.mean == -2.0 and ll.stderr == 0.0

@@ -202,3 +202,71 @@ def test_lr_schedule_is_applied_per_epoch_and_resumes_exactly(tmp_path):
     resumed = _learner(seed=9)
     train(resumed, _data(), out=tmp_path, **common)
     _assert_same_state(learner, resumed)
+
+
+class Minimal:
+    """A learner with only the required methods, recording what the engine calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def step(self, batch):
+        self.calls.append(("step", batch.shape[0]))
+        return {"loss": torch.tensor(float(batch.shape[0]))}
+
+    def evaluate(self, batch):
+        return {"loss": torch.tensor(0.0)}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def to(self, device):
+        return self
+
+
+def test_the_engine_checks_the_learner_protocol():
+    class NoStep(Minimal):
+        step = None
+
+    with pytest.raises(TypeError, match="lacks step"):
+        train(NoStep(), _data(), progress=False)
+    # set_lr is needed only with a schedule, and the message names it
+    with pytest.raises(TypeError, match="set_lr"):
+        train(Minimal(), _data(), progress=False, lr_schedule=lambda epoch: 1e-3)
+    assert train(Minimal(), _data(), batch_size=50, progress=False).step == 3
+    assert isinstance(_learner(), engine.Learner)
+
+
+def test_steps_per_epoch_are_computed_once_and_handed_to_the_learner():
+    class Told(Minimal):
+        def set_steps_per_epoch(self, steps):
+            self.calls.append(("steps_per_epoch", steps))
+
+    learner = Told()
+    train(learner, _data(n=120), epochs=2, batch_size=50, progress=False)
+    # ceil(120 / 50) = 3 steps per epoch, told once before the first step
+    assert learner.calls[0] == ("steps_per_epoch", 3)
+    assert [c for c in learner.calls if c[0] == "steps_per_epoch"] == [("steps_per_epoch", 3)]
+    assert [c[1] for c in learner.calls if c[0] == "step"] == [50, 50, 20] * 2
+
+
+def test_history_file_has_one_json_object_per_row(tmp_path):
+    result = train(
+        _learner(),
+        _data(),
+        epochs=2,
+        batch_size=40,
+        val_data=_data(20, seed=2),
+        out=tmp_path,
+        log_every=1,
+        progress=False,
+    )
+    rows = engine.read_history(tmp_path)
+    assert rows == result.history
+    assert [r["kind"] for r in rows].count("val") == 2
+    assert all(r["kind"] == "train" and "loss" in r for r in rows if r["kind"] != "val")
+    lines = (tmp_path / engine.HISTORY_NAME).read_text().splitlines()
+    assert len(lines) == len(rows)
