@@ -22,7 +22,8 @@ same samples for the same random state. PixelCNN's cached row-by-row sampler is 
 recomputing the whole network per pixel.
 
 Run ``python benchmarks/autoregressive.py`` (about an hour on one thread of a busy 2-core
-CPU), or ``--quick`` for a smoke run on a subset.
+CPU), or ``--quick`` for a smoke run on a subset (``--limit``, ``--epochs``, ``--test-limit``
+choose a reduced size; reduced runs write ``results/autoregressive_quick.*``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
-from pyrogen.cli import data_info  # noqa: E402
-from pyrogen.data import load  # noqa: E402
-from pyrogen.registry import get_family  # noqa: E402
-from pyrogen.train import train  # noqa: E402
+from pyrogen.runs import Run, RunConfig  # noqa: E402
 
 PUBLISHED = {
     "fvsbn": ("FVSBN (Larochelle & Murray 2011)", 97.45),
@@ -60,33 +58,41 @@ RUNS = {
 }
 
 
-def train_and_score(name, info, train_set, test, epochs_override=None, progress=True):
+def train_and_score(name, train_limit=None, test_limit=None, epochs_override=None, progress=True):
+    """Train a family on binarized MNIST through :class:`pyrogen.runs.Run` (as ``pyrogen
+    train`` does, with this benchmark's per-epoch learning rates) and score it on the test
+    set (or a seeded random subset of ``test_limit`` images) by its exact log-likelihood."""
     config, batch, lrs = RUNS[name]
     if epochs_override is not None:
         lrs = lrs[:epochs_override]
-    fam = get_family(name)
-    cfg = fam.config(**config)
-    torch.manual_seed(0)
-    module = fam.build(cfg, info)
-    learner = fam.learner(module, cfg, lrs[0])
-    start = time.perf_counter()
-    train(
-        learner,
-        train_set,
-        epochs=len(lrs),
-        batch_size=batch,
-        lr_schedule=lambda epoch: lrs[min(epoch, len(lrs) - 1)],
-        progress=progress,
+    run = Run(
+        RunConfig(
+            name,
+            config,
+            dataset="binarized_mnist",
+            epochs=len(lrs),
+            batch_size=batch,
+            lr=lrs[0],
+            validate=False,
+            train_limit=train_limit,
+        )
     )
+    start = time.perf_counter()
+    run.train(lr_schedule=lambda epoch: lrs[min(epoch, len(lrs) - 1)], progress=progress)
     seconds = time.perf_counter() - start
-    ll = fam.log_likelihood(module, cfg, test, progress=progress)
+    n_train = (
+        len(run.splits()[0]) if train_limit is None else min(train_limit, len(run.splits()[0]))
+    )
+    # not the first N: MNIST's test set is not shuffled and its first half is easier
+    ll = run.evaluate(split="test", limit=test_limit, seed=0, progress=progress)
     print(f"{name}: {ll.summary()}")
     lr_text = ", ".join(f"{lr:g}" for lr in lrs)
-    return module, {
+    return run.model, {
         "config": config,
         "batch_size": batch,
         "epochs": len(lrs),
         "learning_rates": lrs,
+        "train_images": n_train,
         "train_seconds": seconds,
         "budget": f"{len(lrs)} epochs (Adam, lr {lr_text}), batch {batch}, {seconds / 60:.1f} min",
         **ll.to_dict(),
@@ -115,8 +121,8 @@ def nade_sampling(module, num_samples: int, repeats: int) -> dict:
     t_slow = _time(lambda: dist.naive_sample((num_samples,)), max(1, repeats // 2))
     net = module.net
     return {
-        "num_inputs": net.num_inputs,
-        "hidden": net.num_hidden,
+        "num_features": net.num_features,
+        "hidden": net.hidden,
         "num_samples": num_samples,
         "recurrence_seconds": t_fast,
         "naive_seconds": t_slow,
@@ -154,6 +160,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 images, 1 epoch")
     parser.add_argument("--limit", type=int, default=None, help="use the first N training images")
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="train only the first N epochs of each model's schedule (default: all of them)",
+    )
+    parser.add_argument(
         "--test-limit", type=int, default=None, help="score a seeded random subset of N test images"
     )
     parser.add_argument("--nade-samples", type=int, default=500, help="samples per timing")
@@ -162,31 +174,25 @@ def main(argv=None) -> int:
     if args.quick:
         args.limit = args.limit or 2000
         args.test_limit = args.test_limit or 1000
+        args.epochs = args.epochs or 1
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)  # a benchmark: the tests run with validation on
 
-    train_set = load("binarized_mnist", "train")
-    info = data_info(train_set)
-    if args.limit:
-        train_set = train_set.tensor()[: args.limit]
-    test = load("binarized_mnist", "test").tensor()
-    if args.test_limit:  # a seeded random subset: the first half of MNIST's test set is easier
-        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
-        test = test[pick[: args.test_limit]]
-    record = {"machine": machine(), "train_images": len(train_set), "test_images": len(test)}
-    record["results"], modules = {}, {}
+    record = {"machine": machine(), "results": {}}
+    modules = {}
     for name in args.models:
         modules[name], record["results"][name] = train_and_score(
-            name, info, train_set, test, epochs_override=1 if args.quick else None
+            name, args.limit, args.test_limit, epochs_override=args.epochs
         )
+    first = record["results"][args.models[0]]
+    n_train = record["train_images"] = first["train_images"]
+    n_test = record["test_images"] = first["num_examples"]
 
     # sampling speed: the trained NADE when there is one (same cost as an untrained one)
     if "nade" in modules:
         nade = modules["nade"]
     else:
-        fam = get_family("nade")
-        cfg = fam.config(hidden=500)
-        nade = fam.build(cfg, info)
+        nade = Run(RunConfig("nade", RUNS["nade"][0], dataset="binarized_mnist")).build()
     with torch.no_grad():
         record["nade_sampling"] = s = nade_sampling(nade, args.nade_samples, repeats=3)
     if "pixelcnn" in modules:
@@ -201,12 +207,12 @@ def main(argv=None) -> int:
         rows.append([label, "published", f"{nll:.2f}"])
     threads = torch.get_num_threads()
     lines = [
-        f"Exact test NLL (nats), binarized MNIST (fixed binarization), {len(train_set)} "
-        f"training images, {len(test)} test images, CPU ({threads} threads)",
+        f"Exact test NLL (nats), binarized MNIST (fixed binarization), {n_train} "
+        f"training images, {n_test} test images, CPU ({threads} threads)",
         "",
         markdown_table(["model", "training", "test NLL"], rows),
         "",
-        f"NADE sampling, D = {s['num_inputs']}, H = {s['hidden']}, {s['num_samples']} samples "
+        f"NADE sampling, D = {s['num_features']}, H = {s['hidden']}, {s['num_samples']} samples "
         f"per call (best of repeats), same samples: {s['same_samples']}",
         "",
         markdown_table(
@@ -231,7 +237,8 @@ def main(argv=None) -> int:
         lines.append(f"NADE below 95 nats: {'yes' if nll < 95 else 'NO'} ({nll:.2f})")
     text = "\n".join(lines)
     print(text)
-    name = "autoregressive_quick" if args.quick else "autoregressive"
+    reduced = args.quick or any(v is not None for v in (args.limit, args.epochs, args.test_limit))
+    name = "autoregressive_quick" if reduced else "autoregressive"
     js, md = write_results(name, record, text)
     print(f"wrote {js} and {md}")
     return 0
