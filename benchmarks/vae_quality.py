@@ -1,8 +1,9 @@
 """Test log-likelihood of a VAE / IWAE trained by pyrogen, beside Burda et al. (2015).
 
-Trains ``VAE.burda`` with pyrogen's engine and scores it by the evaluation protocol
-(importance sampling with k = 5000 on the whole test set), then prints our NLL with its
-standard errors beside the paper's Table 1.
+Trains the ``vae`` family (``VAE.burda``) and scores it by the evaluation protocol
+(importance sampling with k = 5000 on the whole test set) through :class:`pyrogen.runs.Run`,
+as ``pyrogen train vae`` and ``pyrogen evaluate`` do, then prints our NLL with its standard
+errors beside the paper's Table 1.
 
 Schedules:
 
@@ -11,8 +12,12 @@ Schedules:
 * ``burda``: the paper's schedule for GPU runs: batch 20, Adam with learning rate
   1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7 (3,280 epochs in all).
 
-Runs resume from their checkpoint (``--out``), so a long ``burda`` run can be stopped and
-restarted with the same command.
+``--out`` is a run folder (``pyrogen evaluate`` and ``pyrogen sample`` read it). Runs resume
+from its checkpoint, so a long ``burda`` run can be stopped and restarted with the same
+command.
+
+Smoke run: ``--epochs 1 --max-steps 50 --eval-limit 100 --num-samples 50 --out runs/vae_smoke``
+(runs scored with fewer than 5000 samples or on a subset write ``*_quick`` results).
 
 Training data: by default all non-test images (``train+valid``: 60,000 for binarized MNIST,
 the size of the MNIST training set Burda et al. train on), with no validation pass;
@@ -27,20 +32,15 @@ paper's setting.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
-from pyrogen import cli  # noqa: E402
 from pyrogen.evaluate.reference import BURDA_2015_CITATION, BURDA_2015_MNIST  # noqa: E402
-from pyrogen.registry import get_family  # noqa: E402
-from pyrogen.train import train  # noqa: E402
+from pyrogen.runs import Run, RunConfig  # noqa: E402
 
 BURDA_STAGES = 8  # i = 0..7
 
@@ -61,7 +61,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="binarized_mnist", help="data set name")
     parser.add_argument("--layers", type=int, default=1, choices=[1, 2], help="stochastic layers")
     parser.add_argument("--objective", default="iwae", choices=["elbo", "iwae"], help="objective")
-    parser.add_argument("--k", type=int, default=5, help="particles in the objective")
+    parser.add_argument(
+        "--num-particles",
+        "--k",
+        dest="num_particles",
+        type=int,
+        default=5,
+        help="particles in the objective (--k: the old name)",
+    )
     parser.add_argument(
         "--estimator", default="iwae", choices=["iwae", "dreg"], help="IWAE gradient"
     )
@@ -81,13 +88,21 @@ def main(argv=None) -> int:
         "--schedule", default="fixed", choices=["fixed", "burda"], help="training schedule"
     )
     parser.add_argument(
-        "--eval-k", type=int, default=5000, help="importance samples per test example"
+        "--num-samples",
+        "--eval-k",
+        dest="num_samples",
+        type=int,
+        default=5000,
+        help="importance samples per test example (--eval-k: the old name)",
     )
     parser.add_argument(
         "--eval-limit",
         type=int,
         default=None,
         help="score a seeded random subset of N test examples",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="stop training after N steps (smoke runs)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed")
@@ -100,93 +115,79 @@ def main(argv=None) -> int:
     burda = args.schedule == "burda"
     epochs = sum(3**i for i in range(BURDA_STAGES)) if burda else args.epochs
     batch_size = args.batch_size or (20 if burda else 100)
-    tag = f"{args.dataset}_l{args.layers}_{args.objective}_k{args.k}_{args.schedule}{epochs}"
+    k = args.num_particles
+    tag = f"{args.dataset}_l{args.layers}_{args.objective}_k{k}_{args.schedule}{epochs}"
     if args.train_split not in ("auto", "train+valid"):
         tag += f"_{args.train_split}"
     out = Path(args.out or f"runs/vae_quality_{tag}")
     progress = not args.no_progress
 
-    fam = get_family("vae")
-    cfg = fam.config(
-        layers=args.layers, objective=args.objective, k=args.k, estimator=args.estimator
+    run = Run(
+        RunConfig(
+            "vae",
+            {
+                "layers": args.layers,
+                "objective": args.objective,
+                "num_particles": k,
+                "estimator": args.estimator,
+            },
+            dataset=args.dataset,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            max_steps=args.max_steps,
+        ),
+        out,
     )
-    train_set, valid, test = cli.load_splits(args.dataset)
+    train_set, valid, test = run.splits()
     split = args.train_split
     if split == "auto":
         split = "train+valid" if valid is not None else "train"
     if split != "train":
-        from pyrogen.data import load
-
-        train_set = load(args.dataset, split, binarize=cli._default_binarize(args.dataset, "auto"))
+        train_set = run.split(split)
         valid = None  # the validation images are training data now
-    out.mkdir(parents=True, exist_ok=True)
-    (out / cli.RUN_CONFIG).write_text(
-        json.dumps(
-            {
-                "family": "vae",
-                "config": vars(cfg),
-                "dataset": args.dataset,
-                "binarize": cli._default_binarize(args.dataset, "auto"),
-                "num_pixels": train_set.num_pixels,
-                "image_shape": list(train_set.image_shape),
-                "train": {
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "schedule": args.schedule,
-                    "lr": args.lr,
-                    "seed": args.seed,
-                },
-            },
-            indent=1,
-        )
-    )
-    torch.manual_seed(args.seed)
-    module = fam.build(cfg, cli.data_info(train_set))
-    learner = fam.learner(module, cfg, args.lr)
     start = time.perf_counter()
-    result = train(
-        learner,
-        train_set,
-        epochs=epochs,
-        batch_size=batch_size,
+    result = run.train(
+        train_data=train_set,
         val_data=valid,
-        validate_every=None,
-        device=args.device,
-        seed=args.seed,
-        out=out,
         progress=progress,
         lr_schedule=burda_lr if burda else None,
     )
     train_seconds = time.perf_counter() - start  # this invocation only (resumes add up)
     start = time.perf_counter()
-    x = test.tensor()
-    if args.eval_limit:
-        # not the first N: MNIST's test set is not shuffled and its first half is easier
-        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: args.eval_limit]]
-    ll = fam.log_likelihood(
-        module, cfg, x, num_samples=args.eval_k, batch_size=100, progress=progress
+    # a seeded random subset, not the first N: MNIST's test set is not shuffled and its
+    # first half is easier
+    ll = run.evaluate(
+        split="test",
+        limit=args.eval_limit,
+        seed=0,
+        num_samples=args.num_samples,
+        batch_size=100,
+        progress=progress,
     )
     eval_seconds = time.perf_counter() - start
     print(ll.summary())
 
     paper_obj = "iwae" if args.objective == "iwae" else "vae"
-    paper = BURDA_2015_MNIST.get((args.layers, paper_obj, args.k))
+    paper = BURDA_2015_MNIST.get((args.layers, paper_obj, k))
     binarization = test.binarization or "grey"
     rows = [
         [
-            f"pyrogen {args.objective.upper()} k={args.k}, {args.layers} layer(s)",
+            f"pyrogen {args.objective.upper()} k={k}, {args.layers} layer(s)",
             args.dataset,
             binarization,
             f"{epochs} ({args.schedule})",
             f"{ll.nll:.2f} ± {ll.stderr:.2f} (MC ± {ll.mc_stderr:.3f})",
-            f"{args.eval_k} x {ll.num_examples}",
+            f"{args.num_samples} x {ll.num_examples}",
         ]
     ]
-    for (lay, obj, k), nll in BURDA_2015_MNIST.items():
+    for (lay, obj, paper_k), nll in BURDA_2015_MNIST.items():
         if lay == args.layers:
             rows.append(
                 [
-                    f"Burda et al. {obj.upper()} k={k}, {lay} layer(s)",
+                    f"Burda et al. {obj.upper()} k={paper_k}, {lay} layer(s)",
                     "MNIST",
                     "dynamic",
                     "3280",
@@ -217,7 +218,8 @@ def main(argv=None) -> int:
         "paper_nll": paper,
         **ll.to_dict(),
     }
-    js, md = write_results(f"vae_quality_{tag}", record, table)
+    reduced = args.eval_limit is not None or args.num_samples != 5000 or args.max_steps
+    js, md = write_results(f"vae_quality_{tag}{'_quick' if reduced else ''}", record, table)
     print(f"\nwrote {js} and {md}")
     return 0
 
