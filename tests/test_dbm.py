@@ -8,12 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
-from pyrogen.distributions.dbm import (
-    DBM,
-    pretraining_hidden_logits,
-    pretraining_scales,
-    pretraining_visible_logits,
-)
+from pyrogen.distributions.dbm import DBM, pretraining_scales
 from pyrogen.distributions.energy import binary_states
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.infer.ais import AnnealingPath, ais
@@ -340,16 +335,19 @@ def test_from_rbms_conditionals_average_pretraining_conditionals(sizes):
     assert d.layer_sizes == tuple(sizes)
     torch.manual_seed(13)
     x = [torch.bernoulli(torch.full((7, s), 0.5, dtype=torch.float64)) for s in sizes]
+
+    def up(k, v):  # p(h = 1 | v) of the k-th RBM in pre-training: sigma(c + s_up W^T v)
+        return rbms[k].hidden_bias + pretraining_scales(k, n)[0] * (v @ rbms[k].weight)
+
+    def down(k, h):  # p(v = 1 | h) of the k-th RBM in pre-training: sigma(b + s_down W h)
+        return rbms[k].visible_bias + pretraining_scales(k, n)[1] * (h @ rbms[k].weight.T)
+
     for k in range(1, n):
-        up = pretraining_hidden_logits(rbms[k - 1], x[k - 1], k - 1, n)
-        down = pretraining_visible_logits(rbms[k], x[k + 1], k, n)
-        torch.testing.assert_close(d.layer_logits(k, x[k - 1], x[k + 1]), (up + down) / 2)
-    torch.testing.assert_close(
-        d.layer_logits(0, above=x[1]), pretraining_visible_logits(rbms[0], x[1], 0, n)
-    )
-    torch.testing.assert_close(
-        d.layer_logits(n, x[n - 1]), pretraining_hidden_logits(rbms[-1], x[n - 1], n - 1, n)
-    )
+        torch.testing.assert_close(
+            d.layer_logits(k, x[k - 1], x[k + 1]), (up(k - 1, x[k - 1]) + down(k, x[k + 1])) / 2
+        )
+    torch.testing.assert_close(d.layer_logits(0, above=x[1]), down(0, x[1]))
+    torch.testing.assert_close(d.layer_logits(n, x[n - 1]), up(n - 1, x[n - 1]))
 
 
 @pytest.mark.parametrize("num_rbms", [2, 3])
@@ -429,7 +427,11 @@ def test_bad_visible_values_and_shapes():
         d.mean_field(bad)
     with pytest.raises(ValueError, match=r"0\.5"):
         d.variational_lower_bound(bad)
-    with pytest.raises(ValueError, match="last dim"):
+    with pytest.raises(
+        ValueError,
+        match=r"value: wrong size for layer 0 of this DBM: expected shape \(\.\.\., 3\), "
+        r"found \(2, 4\)",
+    ):
         d.unnormalized_log_prob(torch.zeros(2, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="below"):
         d.layer_logits(1, above=torch.zeros(2, dtype=torch.float64))

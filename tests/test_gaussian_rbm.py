@@ -34,7 +34,7 @@ def random_rbm(V, H, seed, weight_scale=1.0, dtype=torch.float64, **kwargs):
 
 
 def params(rbm):
-    return [t.detach().numpy().astype(np.float64) for t in rbm._parameters()]
+    return [t.detach().numpy().astype(np.float64) for t in rbm.parameter_tensors()]
 
 
 def np_energy(rbm, v, h):
@@ -300,11 +300,17 @@ def test_bad_shapes_and_scales_raise():
     W, b, c, s = torch.randn(3, 2), torch.randn(3), torch.randn(2), torch.ones(3)
     with pytest.raises(ValueError, match="weight must be a 2-D tensor"):
         GaussianRBM(W[0], b, c, s)
-    with pytest.raises(ValueError, match=r"visible_scale must have shape \(3,\); got \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"visible_scale must have shape \(num_visible,\) = \(3,\), got \(2,\)"
+    ):
         GaussianRBM(W, b, c, torch.ones(2))
-    with pytest.raises(ValueError, match=r"hidden_bias must have shape \(2,\); got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"hidden_bias must have shape \(num_hidden,\) = \(2,\), got \(3,\)"
+    ):
         GaussianRBM(W, b, torch.zeros(3), s)
-    with pytest.raises(ValueError, match=r"visible_scale .* positive; found -0.5 at index 1"):
+    with pytest.raises(ValueError, match="all parameters must be floating tensors of one dtype"):
+        GaussianRBM(W, b, c, s.double())
+    with pytest.raises(ValueError, match=r"visible_scale must be positive; found -0.5 at index 1"):
         GaussianRBM(W, b, c, torch.tensor([1.0, -0.5, 1.0]))
     with pytest.raises(ValueError, match=r"positive; found 0.0 at index 2"):
         GaussianRBM(W, b, c, torch.tensor([1.0, 1.0, 0.0]))
@@ -316,7 +322,7 @@ def test_bad_shapes_and_scales_raise():
 
 def test_float32_agrees_with_float64():
     rbm64 = random_rbm(4, 6, seed=13)
-    rbm32 = GaussianRBM(*(t.float() for t in rbm64._parameters()))
+    rbm32 = GaussianRBM(*(t.float() for t in rbm64.parameter_tensors()))
     v = torch.randn(10, 4, dtype=torch.float64)
     lp32 = rbm32.log_prob(v.float())
     assert lp32.dtype == torch.float32 and rbm32.sample((2,), num_steps=2).dtype == torch.float32
@@ -326,7 +332,7 @@ def test_float32_agrees_with_float64():
 def test_log_prob_is_differentiable_in_all_parameters_including_the_scale():
     rbm = random_rbm(2, 3, seed=14)
     v = torch.randn(4, 2, dtype=torch.float64)
-    ps = [t.clone().requires_grad_() for t in rbm._parameters()]
+    ps = [t.clone().requires_grad_() for t in rbm.parameter_tensors()]
 
     def f(W, b, c, s):
         return GaussianRBM(W, b, c, s).log_prob(v)
@@ -337,7 +343,7 @@ def test_log_prob_is_differentiable_in_all_parameters_including_the_scale():
 @pytest.mark.requires_cuda
 def test_cuda_matches_cpu():
     rbm = random_rbm(5, 6, seed=15, dtype=torch.float32)
-    gpu = GaussianRBM(*(t.cuda() for t in rbm._parameters()))
+    gpu = GaussianRBM(*(t.cuda() for t in rbm.parameter_tensors()))
     v = torch.randn(8, 5)
     torch.testing.assert_close(gpu.log_prob(v.cuda()).cpu(), rbm.log_prob(v), rtol=1e-5, atol=1e-4)
     assert gpu.sample((3,), num_steps=3).device.type == "cuda"

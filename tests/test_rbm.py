@@ -196,7 +196,9 @@ def test_non_binary_data_is_rejected_with_the_value():
     rbm = BernoulliRBM(torch.zeros(4, 2), torch.zeros(4), torch.zeros(2), validate_args=True)
     with pytest.raises(ValueError, match="support"):
         rbm.log_prob(torch.full((1, 4), 0.5))
-    with pytest.raises(ValueError, match=r"visible_bias must have shape \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"visible_bias must have shape \(num_visible,\) = \(4,\), got \(3,\)"
+    ):
         BernoulliRBM(torch.zeros(4, 2), torch.zeros(3), torch.zeros(2))
 
 

@@ -65,28 +65,17 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrogen.distributions._values import check_event
+from pyrogen.distributions.annealing import AnnealingPath, LogPartition
 from pyrogen.distributions.energy import (
-    AnnealingPath,
     EnergyBasedDistribution,
-    LogPartition,
+    affine,
+    base_rates,
     bernoulli_sample,
-    binary_states,
+    fair_coins,
 )
 
-#: rows of enumerated states processed at once
-_ENUM_CHUNK = 1 << 14
-#: elements of the largest temporary of an enumeration chunk
-_ENUM_BUDGET = 1 << 22
-
 _ROUTES = ("auto", "even", "odd")
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    """``x @ weight (+ bias)`` over any leading dims of ``x`` (one ``addmm`` when 2-D)."""
-    if x.dim() == 2:
-        return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
-    out = torch.matmul(x, weight)
-    return out if bias is None else out + bias
 
 
 def _binary_entropy(mu: torch.Tensor) -> torch.Tensor:
@@ -94,23 +83,18 @@ def _binary_entropy(mu: torch.Tensor) -> torch.Tensor:
     return -(torch.special.xlogy(mu, mu) + torch.special.xlogy(1 - mu, 1 - mu)).sum(-1)
 
 
-def _check_route(route: str) -> None:
+def _pick_route(route: str, n_even: int, n_odd: int) -> tuple[str, int]:
+    """The route (``"auto"`` picks the shorter sum) and how many binary units it sums."""
     if route not in _ROUTES:
         raise ValueError(f"route must be one of {_ROUTES}, got {route!r}")
+    if route == "auto":
+        route = "odd" if n_odd <= n_even else "even"
+    return route, n_odd if route == "odd" else n_even
 
 
-def _enumerate_logsumexp(n: int, fn, per_state: int, like: torch.Tensor) -> torch.Tensor:
-    """``logsumexp`` over all :math:`2^n` binary states ``s`` of ``fn(s)`` (last dim = states),
-    in chunks whose temporaries hold about :data:`_ENUM_BUDGET` elements."""
-    chunk = max(1, min(_ENUM_CHUNK, _ENUM_BUDGET // max(1, per_state)))
-    parts = [
-        torch.logsumexp(fn(states), -1)
-        for states in binary_states(n, like.dtype, like.device, chunk)
-    ]
-    return torch.logsumexp(torch.stack(parts, -1), -1)
-
-
-def _check_parameters(weights, biases):
+def _check_parameters(weights, biases) -> list[int]:
+    """The layer sizes, after checking the structure and then each tensor's shape (by
+    :meth:`EnergyBasedDistribution.check_parameters`)."""
     if not isinstance(weights, Sequence) or len(weights) not in (2, 3):
         raise ValueError(
             "weights must be a sequence of 2 or 3 weight matrices [W1 (V, H1), W2 (H1, H2)"
@@ -124,37 +108,12 @@ def _check_parameters(weights, biases):
             f"{type(biases).__name__}"
             + (f" of length {len(biases)}" if isinstance(biases, Sequence) else "")
         )
-    for k, w in enumerate(weights):
-        if not isinstance(w, torch.Tensor) or w.dim() != 2:
-            raise ValueError(
-                f"weights[{k}] must be a 2-D tensor, got "
-                f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}"
-            )
-    sizes = [weights[0].shape[0]] + [w.shape[1] for w in weights]
-    for k in range(1, len(weights)):
-        if weights[k].shape[0] != weights[k - 1].shape[1]:
-            raise ValueError(
-                f"weights[{k - 1}] has shape {tuple(weights[k - 1].shape)} and weights[{k}] "
-                f"{tuple(weights[k].shape)}: weights[{k}] must have {weights[k - 1].shape[1]} "
-                "rows (the size of the layer between them)"
-            )
-    for k, c in enumerate(biases):
-        if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.shape[0] != sizes[k]:
-            found = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-            raise ValueError(
-                f"biases[{k}] must have shape ({sizes[k]},) to match the weights (layer sizes "
-                f"{tuple(sizes)}), got {found}"
-            )
-    dtype, device = weights[0].dtype, weights[0].device
-    for name, t in [(f"weights[{k}]", w) for k, w in enumerate(weights)] + [
-        (f"biases[{k}]", c) for k, c in enumerate(biases)
-    ]:
-        if not t.dtype.is_floating_point or t.dtype != dtype or t.device != device:
-            raise ValueError(
-                f"all parameters must be floating tensors of one dtype and device; weights[0] "
-                f"is {dtype} on {device}, {name} is {t.dtype} on {t.device}"
-            )
-    return sizes
+    layers = ["V"] + [f"H{k}" for k in range(1, len(weights) + 1)]
+    sizes = EnergyBasedDistribution.check_parameters(
+        [(f"weights[{k}]", w, (layers[k], layers[k + 1])) for k, w in enumerate(weights)]
+        + [(f"biases[{k}]", c, (layers[k],)) for k, c in enumerate(biases)]
+    )
+    return [sizes[name] for name in layers]
 
 
 class DBM(EnergyBasedDistribution):
@@ -172,7 +131,6 @@ class DBM(EnergyBasedDistribution):
     """
 
     support = constraints.independent(constraints.boolean, 1)
-    has_rsample = False
 
     def __init__(
         self,
@@ -189,8 +147,7 @@ class DBM(EnergyBasedDistribution):
         self.visible_bias = biases[0]
         for k, c in enumerate(biases[1:], 1):
             setattr(self, f"hidden_bias{k}", c)
-        self.default_gibbs_steps = int(gibbs_steps)
-        super().__init__(torch.Size(), torch.Size(sizes[:1]), validate_args=validate_args)
+        super().__init__(sizes[:1], gibbs_steps=gibbs_steps, validate_args=validate_args)
 
     @property
     def arg_constraints(self) -> dict:
@@ -224,18 +181,6 @@ class DBM(EnergyBasedDistribution):
             getattr(self, f"hidden_bias{k}") for k in range(1, self.num_hidden_layers + 1)
         )
 
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
-        super(EnergyBasedDistribution, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
-        )
-        new._validate_args = self._validate_args
-        return new
-
-    def _parameters(self):
-        return self.weights + self.biases
-
     @property
     def _like(self) -> torch.Tensor:
         return self.visible_bias
@@ -246,13 +191,7 @@ class DBM(EnergyBasedDistribution):
     # ---- input checks ---------------------------------------------------------------
 
     def _check_layer(self, x: torch.Tensor, k: int, name: str, binary: bool) -> torch.Tensor:
-        size = self.layer_sizes[k]
-        if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[-1] != size:
-            found = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(
-                f"{name} must be a tensor whose last dim is the size of layer {k} ({size}), "
-                f"got {found}"
-            )
+        check_event(x, self.layer_sizes[k], name, f" for layer {k} of this DBM")
         if binary and self._validate_args:
             bad = (x != 0) & (x != 1)
             if bad.any():
@@ -291,10 +230,10 @@ class DBM(EnergyBasedDistribution):
         out = None
         if below is not None:
             below = self._check_layer(below, k - 1, "below", binary=False)
-            out = _linear(below, self.weights[k - 1], self.biases[k])
+            out = affine(below, self.weights[k - 1], self.biases[k])
         if above is not None:
             above = self._check_layer(above, k + 1, "above", binary=False)
-            top_down = _linear(above, self.weights[k].T)
+            top_down = affine(above, self.weights[k].T)
             out = top_down + self.biases[k] if out is None else out + top_down
         return out
 
@@ -335,7 +274,7 @@ class DBM(EnergyBasedDistribution):
         ]
         out = -(xs[0] * self.visible_bias).sum(-1)
         for k in range(1, len(xs)):
-            out = out - (_linear(xs[k - 1], self.weights[k - 1]) * xs[k]).sum(-1)
+            out = out - (affine(xs[k - 1], self.weights[k - 1]) * xs[k]).sum(-1)
             out = out - (xs[k] * self.biases[k]).sum(-1)
         return out
 
@@ -346,9 +285,9 @@ class DBM(EnergyBasedDistribution):
         h2 = self._check_layer(h2, 2, "h2", binary=False)
         W1, W2 = self.weight1, self.weight2
         out = (v * self.visible_bias).sum(-1) + (h2 * self.hidden_bias2).sum(-1)
-        out = out + F.softplus(_linear(v, W1, self.hidden_bias1) + _linear(h2, W2.T)).sum(-1)
+        out = out + F.softplus(affine(v, W1, self.hidden_bias1) + affine(h2, W2.T)).sum(-1)
         if self.num_hidden_layers == 3:
-            out = out + F.softplus(_linear(h2, self.weight3, self.hidden_bias3)).sum(-1)
+            out = out + F.softplus(affine(h2, self.weight3, self.hidden_bias3)).sum(-1)
         return out
 
     def unnormalized_log_prob_odd(
@@ -360,12 +299,12 @@ class DBM(EnergyBasedDistribution):
             raise ValueError("pass h3 exactly when the DBM has 3 hidden layers")
         h1 = self._check_layer(h1, 1, "h1", binary=False)
         out = (h1 * self.hidden_bias1).sum(-1)
-        out = out + F.softplus(_linear(h1, self.weight1.T, self.visible_bias)).sum(-1)
-        pre2 = _linear(h1, self.weight2, self.hidden_bias2)
+        out = out + F.softplus(affine(h1, self.weight1.T, self.visible_bias)).sum(-1)
+        pre2 = affine(h1, self.weight2, self.hidden_bias2)
         if h3 is not None:
             h3 = self._check_layer(h3, 3, "h3", binary=False)
             out = out + (h3 * self.hidden_bias3).sum(-1)
-            pre2 = pre2 + _linear(h3, self.weight3.T)
+            pre2 = pre2 + affine(h3, self.weight3.T)
         return out + F.softplus(pre2).sum(-1)
 
     def _odd_size(self) -> int:
@@ -382,16 +321,24 @@ class DBM(EnergyBasedDistribution):
         :math:`H_1 + H_3` is at most :attr:`max_enumeration`."""
         return min(self._size(2), self._odd_size()) <= self.max_enumeration
 
+    def unnormalized_log_prob_or_bound(
+        self, value: torch.Tensor, *, mean_field_iters: int = 100
+    ) -> tuple[torch.Tensor, bool]:
+        """``(unnormalized_log_prob(value), False)`` when :meth:`can_enumerate_hidden`, else
+        ``(unnormalized_variational_bound(value), True)``, the mean-field lower bound after at
+        most ``mean_field_iters`` sweeps (tolerance 1e-6)."""
+        if self.can_enumerate_hidden():
+            return self.unnormalized_log_prob(value), False
+        return self.unnormalized_variational_bound(
+            value, num_iters=mean_field_iters, tol=1e-6
+        ), True
+
     def exact_log_partition(self, route: str = "auto") -> torch.Tensor:
         r""":math:`\log Z` by enumeration: ``"even"`` sums :math:`f_{\mathrm{even}}` over all
         :math:`2^{V + H_2}` states of :math:`(v, h^{(2)})`, ``"odd"`` sums
         :math:`f_{\mathrm{odd}}` over the :math:`2^{H_1 + H_3}` states of
         :math:`(h^{(1)}, h^{(3)})`, ``"auto"`` the cheaper one. Differentiable."""
-        _check_route(route)
-        n_even, n_odd = self._size(0) + self._size(2), self._odd_size()
-        if route == "auto":
-            route = "odd" if n_odd <= n_even else "even"
-        n = n_odd if route == "odd" else n_even
+        route, n = _pick_route(route, self._size(0) + self._size(2), self._odd_size())
         if n > self.max_enumeration:
             raise ValueError(
                 f"exact log Z over the {route} layers enumerates 2^{n} states; at most "
@@ -411,7 +358,7 @@ class DBM(EnergyBasedDistribution):
                 return self.unnormalized_log_prob_odd(s[:, :H1], h3)
 
             per_state = V + self._size(2)
-        return _enumerate_logsumexp(n, fn, per_state, self._like)
+        return self._sum_over_states(n, fn, per_state)
 
     def _exact_log_partition(self) -> torch.Tensor:
         return self.exact_log_partition("auto")
@@ -436,12 +383,8 @@ class DBM(EnergyBasedDistribution):
             then use :meth:`variational_lower_bound` (a lower bound on :math:`\log p(v)`) or
             :meth:`unnormalized_variational_bound`.
         """
-        _check_route(route)
+        route, n = _pick_route(route, self._size(2), self._odd_size())
         v = self._check_layer(value, 0, "value", binary=False)
-        n_even, n_odd = self._size(2), self._odd_size()
-        if route == "auto":
-            route = "odd" if n_odd <= n_even else "even"
-        n = n_odd if route == "odd" else n_even
         if n > self.max_enumeration:
             raise ValueError(
                 f"the exact marginal of a DBM with hidden layers {self.layer_sizes[1:]} sums "
@@ -452,15 +395,15 @@ class DBM(EnergyBasedDistribution):
         batch = v.shape[:-1]
         v = v.reshape(-1, self.num_visible)
         N = v.shape[0]
-        a = _linear(v, self.weight1, self.hidden_bias1)  # (N, H1)
+        a = affine(v, self.weight1, self.hidden_bias1)  # (N, H1)
         H1, H2 = self._size(1), self._size(2)
         if route == "even":
 
             def fn(h2):  # (S, H2) -> (N, S)
                 t = h2 @ self.hidden_bias2
                 if self.num_hidden_layers == 3:
-                    t = t + F.softplus(_linear(h2, self.weight3, self.hidden_bias3)).sum(-1)
-                top_down = _linear(h2, self.weight2.T)  # (S, H1)
+                    t = t + F.softplus(affine(h2, self.weight3, self.hidden_bias3)).sum(-1)
+                top_down = affine(h2, self.weight2.T)  # (S, H1)
                 return t + F.softplus(a.unsqueeze(-2) + top_down).sum(-1)
 
             per_state = N * H1
@@ -468,17 +411,17 @@ class DBM(EnergyBasedDistribution):
 
             def fn(s):  # (S, H1 + H3) -> (N, S)
                 h1 = s[:, :H1]
-                pre2 = _linear(h1, self.weight2, self.hidden_bias2)
+                pre2 = affine(h1, self.weight2, self.hidden_bias2)
                 t = torch.zeros_like(pre2[:, 0])
                 if self.num_hidden_layers == 3:
                     h3 = s[:, H1:]
-                    pre2 = pre2 + _linear(h3, self.weight3.T)
+                    pre2 = pre2 + affine(h3, self.weight3.T)
                     t = h3 @ self.hidden_bias3
                 t = t + F.softplus(pre2).sum(-1)
-                return _linear(a, h1.T) + t
+                return affine(a, h1.T) + t
 
             per_state = N + H2
-        out = v @ self.visible_bias + _enumerate_logsumexp(n, fn, per_state, self._like)
+        out = v @ self.visible_bias + self._sum_over_states(n, fn, per_state)
         return out.reshape(batch)
 
     # ---- AIS --------------------------------------------------------------------------
@@ -488,16 +431,13 @@ class DBM(EnergyBasedDistribution):
     ) -> DBMAnnealingPath:
         """The AIS path of :class:`DBMAnnealingPath` (odd layers summed out), from a
         base-rate model fitted to ``data`` (or uniform); for
-        :func:`pyrogen.infer.ais.ais`."""
+        :func:`pyrogen.distributions.annealing.ais`."""
         return DBMAnnealingPath(self, data, smoothing=smoothing)
 
     # ---- Gibbs sampling --------------------------------------------------------------
 
     def _coins(self, shape, size: int) -> torch.Tensor:
-        like = self._like
-        return bernoulli_sample(
-            torch.full(tuple(shape) + (size,), 0.5, dtype=like.dtype, device=like.device)
-        )
+        return fair_coins(tuple(shape) + (size,), self._like)
 
     def init_chains(self, num_chains: int):
         """Chains ``(v, h1, h2[, h3])`` started from independent fair coins."""
@@ -546,7 +486,7 @@ class DBM(EnergyBasedDistribution):
                 mus, below = [], v
                 for k in range(1, L + 1):
                     scale = 2.0 if k < L else 1.0
-                    pre = scale * _linear(below, self.weights[k - 1]) + self.biases[k]
+                    pre = scale * affine(below, self.weights[k - 1]) + self.biases[k]
                     below = torch.sigmoid(pre)
                     mus.append(below)
                 return mus
@@ -607,11 +547,11 @@ class DBM(EnergyBasedDistribution):
         def update(old, new):
             return new if damping == 0.0 else torch.lerp(new, old, damping)
 
-        bottom_up = _linear(v, self.weights[0], self.biases[1])  # fixed across sweeps
+        bottom_up = affine(v, self.weights[0], self.biases[1])  # fixed across sweeps
         for _ in range(num_iters):
             old = mus
             mus = list(mus)
-            top_down = _linear(mus[1], self.weights[1].T)
+            top_down = affine(mus[1], self.weights[1].T)
             mus[0] = update(mus[0], torch.sigmoid(bottom_up + top_down))
             if L == 3:
                 mus[2] = update(mus[2], torch.sigmoid(self.layer_logits(3, mus[1])))
@@ -684,6 +624,34 @@ class DBM(EnergyBasedDistribution):
             log_z = log_z.log_z
         return bound - torch.as_tensor(log_z, dtype=bound.dtype, device=bound.device)
 
+    # ---- learning ---------------------------------------------------------------------
+
+    def contrastive_divergence(
+        self, x, chains, num_steps, *, accumulate=False, scale=1.0, mean_field_iters=10
+    ):
+        r"""The contrastive-divergence surrogate of a DBM (Salakhutdinov & Hinton 2009 [1]):
+        the free energy of the data is intractable, so the positive phase uses the
+        mean-field posterior :math:`\mu(x)` (:meth:`mean_field`, ``mean_field_iters`` sweeps
+        from the uniform start, no early stop) and the samples' term the joint energy of the
+        chains' full states :math:`(\bar v, \bar h)` after ``num_steps`` block-Gibbs sweeps:
+
+        .. math::
+
+            \mathcal S(\theta) = \sum_{i=1}^n E_\theta\big(x_i, \mu(x_i)\big)
+                - \frac{n}{m} \sum_{j=1}^m E_\theta(\bar v_j, \bar h_j),
+
+        :math:`\mu` and the samples held fixed. :math:`E` is multilinear, so the first term's
+        gradient is that of minus the mean-field bound at a fixed point, and the second's is
+        that of :math:`F(\bar v)` in expectation. Returns ``(scale * S, chains, False)`` as
+        :meth:`EnergyBasedDistribution.contrastive_divergence` does (no gradient is written
+        directly)."""
+        state = tuple(t.detach() for t in self.gibbs_chain(tuple(chains), num_steps))
+        with torch.no_grad():
+            mus = self.mean_field(x, num_iters=mean_field_iters, tol=None)
+        n, m = x.shape[0], state[0].shape[0]
+        surrogate = self.energy(x, *mus).sum() - (n / m) * self.energy(*state).sum()
+        return self._scaled(surrogate, scale), state, False
+
     # ---- greedy pre-training ------------------------------------------------------------
 
     @classmethod
@@ -697,9 +665,9 @@ class DBM(EnergyBasedDistribution):
         ``rbms[k]`` with visible layer :math:`x_k` and hidden layer :math:`x_{k+1}` (so
         ``rbms[k].num_hidden == rbms[k + 1].num_visible``). Each must have been trained (CD
         or PCD on the hidden probabilities of the one below, the first on the data) with the
-        conditionals of :func:`pretraining_hidden_logits` / :func:`pretraining_visible_logits`,
-        i.e. with its stored ``weight`` :math:`W` multiplied by (up, down) =
-        :func:`pretraining_scales`:
+        conditionals whose stored ``weight`` :math:`W` is multiplied by (up, down) =
+        :func:`pretraining_scales`, :math:`p(h = 1 \mid v) = \sigma(c + s_\uparrow W^\top v)`
+        and :math:`p(v = 1 \mid h) = \sigma(b + s_\downarrow W h)`:
 
         - bottom RBM (2, 1): :math:`p(h \mid v) = \sigma(c + 2 W^\top v)`,
           :math:`p(v \mid h) = \sigma(b + W h)` (two tied copies of the visible units); the
@@ -759,26 +727,10 @@ def pretraining_scales(index: int, num_rbms: int) -> tuple[float, float]:
     return (2.0 if index == 0 else 1.0, 2.0 if index == num_rbms - 1 else 1.0)
 
 
-def pretraining_hidden_logits(rbm, v: torch.Tensor, index: int, num_rbms: int) -> torch.Tensor:
-    r"""Log-odds of :math:`p(h = 1 \mid v) = \sigma(c + s_\uparrow W^\top v)` used to train
-    (and to propagate data up through) the ``index``-th RBM of a DBM stack."""
-    up, _ = pretraining_scales(index, num_rbms)
-    v = v.to(rbm.weight.dtype)
-    return rbm.hidden_bias + up * _linear(v, rbm.weight)
-
-
-def pretraining_visible_logits(rbm, h: torch.Tensor, index: int, num_rbms: int) -> torch.Tensor:
-    r"""Log-odds of :math:`p(v = 1 \mid h) = \sigma(b + s_\downarrow W h)` used to train the
-    ``index``-th RBM of a DBM stack."""
-    _, down = pretraining_scales(index, num_rbms)
-    h = h.to(rbm.weight.dtype)
-    return rbm.visible_bias + down * _linear(h, rbm.weight.T)
-
-
 class DBMAnnealingPath(AnnealingPath):
     r"""AIS path for a :class:`DBM` over the even layers :math:`x = (v, h^{(2)})`, the odd
-    layers :math:`(h^{(1)}, h^{(3)})` summed out analytically [1, 3]. (Implements
-    :class:`pyrogen.infer.ais.AnnealingPath`.)
+    layers :math:`(h^{(1)}, h^{(3)})` summed out analytically [1, 3]. (An
+    :class:`~pyrogen.distributions.annealing.AnnealingPath`.)
 
     Base model: :math:`E_A(v, h) = -b_A^\top v`, so :math:`v` has independent base rates
     :math:`\sigma(b_A)` (logits of the smoothed data marginals, or 0) and every hidden unit is
@@ -813,14 +765,9 @@ class DBMAnnealingPath(AnnealingPath):
 
     def __init__(self, dbm: DBM, data: torch.Tensor | None = None, smoothing: float = 0.05):
         self.dbm = dbm
-        like = dbm.visible_bias
-        if data is None:
-            self.base_bias = torch.zeros_like(like).detach()
-        else:
+        if data is not None:
             data = dbm._check_layer(data, 0, "data", binary=False)
-            data = data.reshape(-1, dbm.num_visible).to(like)
-            mean = (data.sum(0) + smoothing) / (data.shape[0] + 2 * smoothing)
-            self.base_bias = torch.logit(mean).detach()
+        self.base_bias = base_rates(data, dbm.visible_bias.detach(), smoothing)
         num_hidden = sum(dbm.layer_sizes[1:])
         self.log_z_base = (F.softplus(self.base_bias).sum() + num_hidden * math.log(2.0)).detach()
 

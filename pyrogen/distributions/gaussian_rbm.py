@@ -55,50 +55,19 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, constraints
+from torch.distributions import constraints
 
-from pyrogen.distributions.energy import AnnealingPath, EnergyBasedDistribution, binary_states
-
-#: rows of enumerated hidden states processed at once (memory bound of exact log Z)
-_ENUM_CHUNK = 1 << 14
+from pyrogen.distributions.energy import (
+    BaseRateAnnealingPath,
+    RBMBase,
+    affine,
+    bernoulli_sample,
+)
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _check_parameters(weight, visible_bias, hidden_bias, visible_scale, validate: bool):
-    for name, t, dim in (
-        ("weight", weight, 2),
-        ("visible_bias", visible_bias, 1),
-        ("hidden_bias", hidden_bias, 1),
-        ("visible_scale", visible_scale, 1),
-    ):
-        if not isinstance(t, torch.Tensor) or t.dim() != dim:
-            raise ValueError(
-                f"{name} must be a {dim}-D tensor, got "
-                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-            )
-    V, H = weight.shape
-    for name, t, expected in (
-        ("visible_bias", visible_bias, (V,)),
-        ("hidden_bias", hidden_bias, (H,)),
-        ("visible_scale", visible_scale, (V,)),
-    ):
-        if tuple(t.shape) != expected:
-            raise ValueError(
-                f"weight has shape (num_visible, num_hidden) = {(V, H)}, so {name} must have "
-                f"shape {expected}; got {tuple(t.shape)}"
-            )
-    if validate:
-        bad = ~(visible_scale > 0)  # NaN counts as bad
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                "visible_scale (the standard deviations sigma) must be positive; found "
-                f"{visible_scale[i].item()} at index {i}"
-            )
-
-
-class GaussianRBM(EnergyBasedDistribution):
+class GaussianRBM(RBMBase):
     r"""Gaussian-Bernoulli RBM over :math:`v \in \mathbb{R}^V` (see module docs).
 
     To learn the variances, pass a ``visible_scale`` that is a function of a parameter
@@ -113,14 +82,11 @@ class GaussianRBM(EnergyBasedDistribution):
     :param int gibbs_steps: sweeps of :meth:`sample` (default 1000).
     """
 
-    arg_constraints = {
-        "weight": constraints.independent(constraints.real, 2),
-        "visible_bias": constraints.independent(constraints.real, 1),
-        "hidden_bias": constraints.independent(constraints.real, 1),
-        "visible_scale": constraints.independent(constraints.positive, 1),
-    }
+    arg_constraints = dict(
+        RBMBase.arg_constraints, visible_scale=constraints.independent(constraints.positive, 1)
+    )
     support = constraints.independent(constraints.real, 1)
-    has_rsample = False
+    parameter_dims = dict(RBMBase.parameter_dims, visible_scale=("num_visible",))
 
     def __init__(
         self,
@@ -132,54 +98,22 @@ class GaussianRBM(EnergyBasedDistribution):
         gibbs_steps: int = 1000,
         validate_args: bool | None = None,
     ) -> None:
-        validate = Distribution._validate_args if validate_args is None else validate_args
-        _check_parameters(weight, visible_bias, hidden_bias, visible_scale, validate)
-        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
         self.visible_scale = visible_scale
-        self.default_gibbs_steps = int(gibbs_steps)
-        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
-
-    @property
-    def num_visible(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def num_hidden(self) -> int:
-        return self.weight.shape[1]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
-        super(EnergyBasedDistribution, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
+        super().__init__(
+            weight, visible_bias, hidden_bias, gibbs_steps=gibbs_steps, validate_args=validate_args
         )
-        new._validate_args = self._validate_args
-        return new
-
-    def _parameters(self):
-        return (self.weight, self.visible_bias, self.hidden_bias, self.visible_scale)
 
     # ---- conditionals ---------------------------------------------------------------
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         r"""Log-odds of :math:`p(h = 1 \mid v)`: :math:`c + (v / \sigma)^\top W`."""
-        v = v.to(self.weight.dtype)
-        z = (v / self.visible_scale).reshape(-1, self.num_visible)
-        return torch.addmm(self.hidden_bias, z, self.weight).reshape(
-            v.shape[:-1] + (self.num_hidden,)
-        )
+        z = v.to(self.weight.dtype) / self.visible_scale
+        return affine(z, self.weight, self.hidden_bias)
 
     def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
         r"""Mean of :math:`p(v \mid h)`: :math:`b + \sigma \odot (W h)`."""
-        h = h.to(self.weight.dtype)
-        u = (h.reshape(-1, self.num_hidden) @ self.weight.T).reshape(
-            h.shape[:-1] + (self.num_visible,)
-        )
+        u = affine(h.to(self.weight.dtype), self.weight.T)
         return torch.addcmul(self.visible_bias, self.visible_scale, u)
-
-    def hidden_given_visible(self, v: torch.Tensor) -> torch.distributions.Bernoulli:
-        r""":math:`p(h \mid v)`, a factorized Bernoulli (one batch entry per hidden unit)."""
-        return torch.distributions.Bernoulli(logits=self.hidden_logits(v), validate_args=False)
 
     def visible_given_hidden(self, h: torch.Tensor) -> torch.distributions.Normal:
         r""":math:`p(v \mid h) = \mathcal N(b + \sigma \odot W h, \sigma^2)`, factorized (one
@@ -203,9 +137,7 @@ class GaussianRBM(EnergyBasedDistribution):
         + \sum_i \big(\frac{b_i}{\sigma_i} u_i + \frac{u_i^2}{2}
         + \log(\sqrt{2\pi}\,\sigma_i)\big)` with :math:`u = W h`."""
         h = h.to(self.weight.dtype)
-        u = (h.reshape(-1, self.num_hidden) @ self.weight.T).reshape(
-            h.shape[:-1] + (self.num_visible,)
-        )
+        u = affine(h, self.weight.T)
         const = self.visible_scale.log().sum() + self.num_visible * _HALF_LOG_2PI
         return (
             h @ self.hidden_bias
@@ -225,13 +157,9 @@ class GaussianRBM(EnergyBasedDistribution):
         return self.num_hidden <= self.max_enumeration
 
     def _exact_log_partition(self) -> torch.Tensor:
-        parts = [
-            torch.logsumexp(self.unnormalized_log_prob_hidden(states), 0)
-            for states in binary_states(
-                self.num_hidden, self.weight.dtype, self.weight.device, _ENUM_CHUNK
-            )
-        ]
-        return torch.logsumexp(torch.stack(parts), 0)
+        return self._sum_over_states(
+            self.num_hidden, self.unnormalized_log_prob_hidden, self.num_visible
+        )
 
     def annealing_path(self, data: torch.Tensor | None = None) -> GaussianRBMAnnealingPath:
         """The geometric AIS path of :class:`GaussianRBMAnnealingPath`, from a factorized
@@ -248,29 +176,13 @@ class GaussianRBM(EnergyBasedDistribution):
 
     def gibbs_step(self, state):
         r""":math:`h \sim p(h \mid v)`, then :math:`v \sim p(v \mid h)`; state ``(v, h)``."""
-        h = torch.bernoulli(torch.sigmoid(self.hidden_logits(state[0])))
+        h = bernoulli_sample(torch.sigmoid(self.hidden_logits(state[0])))
         mean = self.visible_mean(h)
         v = torch.addcmul(mean, self.visible_scale, torch.randn_like(mean))
         return (v, h)
 
-    def sample(self, sample_shape=(), num_steps: int | None = None, init=None) -> torch.Tensor:
-        """Visible samples of shape ``sample_shape + batch_shape + (num_visible,)`` after
-        ``num_steps`` block-Gibbs sweeps (default ``gibbs_steps``) from ``init`` (a Gibbs
-        state or visible tensor with that many rows) or from :meth:`init_chains`.
-        Approximate: exact only as ``num_steps`` grows."""
-        shape = torch.Size(sample_shape) + self.batch_shape
-        n = max(1, shape.numel())
-        state = self.init_chains(n) if init is None else init
-        if isinstance(state, torch.Tensor):
-            state = (state.reshape(-1, self.num_visible),)
-        steps = self.default_gibbs_steps if num_steps is None else int(num_steps)
-        with torch.no_grad():
-            for _ in range(steps):
-                state = self.gibbs_step(state)
-        return state[0].reshape(shape + self.event_shape)
 
-
-class GaussianRBMAnnealingPath(AnnealingPath):
+class GaussianRBMAnnealingPath(BaseRateAnnealingPath):
     r"""A geometric AIS path for :class:`GaussianRBM` (after Salakhutdinov & Murray's path
     for binary RBMs).
 
@@ -305,16 +217,16 @@ class GaussianRBMAnnealingPath(AnnealingPath):
     """
 
     def __init__(self, rbm: GaussianRBM, data: torch.Tensor | None = None) -> None:
-        self.rbm = rbm
+        self.model = self.rbm = rbm
         with torch.no_grad():
             if data is None:
-                self.base_mean = rbm.visible_bias.detach().clone()
+                self.base = rbm.visible_bias.detach().clone()
             else:
                 if data.shape[-1] != rbm.num_visible:
                     raise ValueError(
                         f"data must have shape (..., {rbm.num_visible}), got {tuple(data.shape)}"
                     )
-                self.base_mean = data.reshape(-1, rbm.num_visible).to(rbm.weight).mean(0)
+                self.base = data.reshape(-1, rbm.num_visible).to(rbm.weight).mean(0)
             self.scale = rbm.visible_scale.detach()
             self.log_z_base = (
                 rbm.num_hidden * math.log(2.0)
@@ -322,25 +234,22 @@ class GaussianRBMAnnealingPath(AnnealingPath):
                 + rbm.num_visible * _HALF_LOG_2PI
             )
 
-    def sample_base(self, num_chains: int):
-        noise = torch.randn(
-            (num_chains, self.rbm.num_visible),
-            dtype=self.base_mean.dtype,
-            device=self.base_mean.device,
-        )
-        return (torch.addcmul(self.base_mean, self.scale, noise),)
+    @property
+    def base_mean(self) -> torch.Tensor:
+        """:math:`b_A`."""
+        return self.base
 
-    def prepare(self, state):
-        v = state[0]
-        quad_a = 0.5 * ((v - self.base_mean) / self.scale).square().sum(-1)
-        quad_b = 0.5 * ((v - self.rbm.visible_bias) / self.scale).square().sum(-1)
-        return quad_a, quad_b, self.rbm.hidden_logits(v)
+    def _quadratic(self, v: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        return -0.5 * ((v - mean) / self.scale).square().sum(-1)
 
-    def log_f(self, state, cache, beta: float) -> torch.Tensor:
-        quad_a, quad_b, pre = cache
-        return F.softplus(beta * pre).sum(-1) - (1 - beta) * quad_a - beta * quad_b
+    def base_term(self, v):
+        return self._quadratic(v, self.base)
 
-    def transition(self, state, cache, beta: float):
-        h = torch.bernoulli(torch.sigmoid(beta * cache[2]))
-        mean = torch.lerp(self.base_mean, self.rbm.visible_mean(h), beta)
-        return (torch.addcmul(mean, self.scale, torch.randn_like(mean)),)
+    def model_term(self, v):
+        return self._quadratic(v, self.rbm.visible_bias)
+
+    def visible_params(self, h):
+        return self.rbm.visible_mean(h)
+
+    def sample_visible(self, mean):
+        return torch.addcmul(mean, self.scale, torch.randn_like(mean))

@@ -69,6 +69,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyrogen._checks import check_binary, check_finite
+from pyrogen.distributions._values import check_event
 from pyrogen.distributions.bernoulli import bernoulli_log_prob
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet, order_values, unorder_values
 
@@ -213,14 +214,7 @@ class _FullyVisible(TorchDistribution):
         check_binary(value, "value")
 
     def _validate_sample(self, value: torch.Tensor) -> None:
-        name, d = type(self).__name__, self.net.num_inputs
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
-        if value.dim() < 1 or value.shape[-1] != d:
-            raise ValueError(
-                f"value: wrong size for this {name}: expected shape (..., {d}) (event_shape "
-                f"({d},)), found {tuple(value.shape)}"
-            )
+        check_event(value, self.net.num_inputs, "value", f" for this {type(self).__name__}")
         if self._validate_args:
             self._check_support(value)
 

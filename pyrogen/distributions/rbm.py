@@ -30,39 +30,19 @@ does through :meth:`expand`).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
 from pyrogen.distributions.energy import (
-    EnergyBasedDistribution,
+    BaseRateAnnealingPath,
+    RBMBase,
+    affine,
+    base_rates,
     bernoulli_sample,
-    binary_states,
 )
-
-#: rows of enumerated states processed at once (memory bound of exact log Z)
-_ENUM_CHUNK = 1 << 14
-
-
-def _check_weight(weight, visible_bias, hidden_bias):
-    for name, t, dim in (
-        ("weight", weight, 2),
-        ("visible_bias", visible_bias, 1),
-        ("hidden_bias", hidden_bias, 1),
-    ):
-        if not isinstance(t, torch.Tensor) or t.dim() != dim:
-            raise ValueError(
-                f"{name} must be a {dim}-D tensor, got "
-                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-            )
-    V, H = weight.shape
-    if visible_bias.shape != (V,) or hidden_bias.shape != (H,):
-        raise ValueError(
-            f"weight has shape (num_visible, num_hidden) = {(V, H)}, so visible_bias must have "
-            f"shape ({V},) and hidden_bias ({H},); got {tuple(visible_bias.shape)} and "
-            f"{tuple(hidden_bias.shape)}"
-        )
 
 
 @functools.lru_cache(maxsize=16)
@@ -147,7 +127,7 @@ def _accumulates_like_backward(t: torch.Tensor) -> bool:
     )
 
 
-class BernoulliRBM(EnergyBasedDistribution):
+class BernoulliRBM(RBMBase):
     r"""Binary-binary RBM over :math:`v \in \{0,1\}^V` (see module docs).
 
     :param torch.Tensor weight: :math:`W`, shape ``(num_visible, num_hidden)``.
@@ -156,69 +136,17 @@ class BernoulliRBM(EnergyBasedDistribution):
     :param int gibbs_steps: sweeps of :meth:`sample` (default 1000).
     """
 
-    arg_constraints = {
-        "weight": constraints.independent(constraints.real, 2),
-        "visible_bias": constraints.independent(constraints.real, 1),
-        "hidden_bias": constraints.independent(constraints.real, 1),
-    }
     support = constraints.independent(constraints.boolean, 1)
-    has_rsample = False
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        visible_bias: torch.Tensor,
-        hidden_bias: torch.Tensor,
-        *,
-        gibbs_steps: int = 1000,
-        validate_args: bool | None = None,
-    ) -> None:
-        _check_weight(weight, visible_bias, hidden_bias)
-        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
-        self.default_gibbs_steps = int(gibbs_steps)
-        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
-
-    @property
-    def num_visible(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def num_hidden(self) -> int:
-        return self.weight.shape[1]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
-        super(EnergyBasedDistribution, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
-        )
-        new._validate_args = self._validate_args
-        return new
-
-    def _parameters(self):
-        return (self.weight, self.visible_bias, self.hidden_bias)
 
     # ---- conditionals ---------------------------------------------------------------
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """Log-odds of :math:`p(h = 1 \\mid v)`: :math:`c + v^\\top W`."""
-        if v.dim() == 2:
-            return torch.addmm(self.hidden_bias, v, self.weight)
-        return torch.addmm(self.hidden_bias, v.reshape(-1, v.shape[-1]), self.weight).reshape(
-            v.shape[:-1] + (self.num_hidden,)
-        )
+        return affine(v, self.weight, self.hidden_bias)
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Log-odds of :math:`p(v = 1 \\mid h)`: :math:`b + W h`."""
-        if h.dim() == 2:
-            return torch.addmm(self.visible_bias, h, self.weight.T)
-        return torch.addmm(self.visible_bias, h.reshape(-1, h.shape[-1]), self.weight.T).reshape(
-            h.shape[:-1] + (self.num_visible,)
-        )
-
-    def hidden_given_visible(self, v: torch.Tensor) -> torch.distributions.Bernoulli:
-        """:math:`p(h \\mid v)`, a factorized Bernoulli."""
-        return torch.distributions.Bernoulli(logits=self.hidden_logits(v), validate_args=False)
+        return affine(h, self.weight.T, self.visible_bias)
 
     def visible_given_hidden(self, h: torch.Tensor) -> torch.distributions.Bernoulli:
         """:math:`p(v \\mid h)`, a factorized Bernoulli."""
@@ -232,8 +160,8 @@ class BernoulliRBM(EnergyBasedDistribution):
         return value @ self.visible_bias + F.softplus(self.hidden_logits(value)).sum(-1)
 
     def free_energy_and_hidden_logits(self, value: torch.Tensor):
-        """:math:`F(v)` and the hidden log-odds :math:`c + v^\top W` it was computed from
-        (one matrix product for both; used by contrastive divergence)."""
+        r""":math:`F(v)` and the hidden log-odds :math:`c + v^\top W` it was computed from
+        (one matrix product for both)."""
         value = value.to(self.weight.dtype)
         pre = self.hidden_logits(value)
         return -(value @ self.visible_bias) - F.softplus(pre).sum(-1), pre
@@ -260,8 +188,8 @@ class BernoulliRBM(EnergyBasedDistribution):
         Differentiable in the parameters, with a hand-written backward.
 
         Either ``negatives`` is given, or ``x`` already stacks the ``num_data`` data rows
-        followed by the samples (what :class:`~pyrogen.infer.ContrastiveDivergence` builds,
-        to save a copy)."""
+        followed by the samples (what :meth:`contrastive_divergence` builds, to save a
+        copy)."""
         stacked, n = self._stacked(x, negatives, num_data)
         return _FreeEnergyGap.apply(stacked, n, self.weight, self.visible_bias, self.hidden_bias)
 
@@ -283,17 +211,15 @@ class BernoulliRBM(EnergyBasedDistribution):
 
     def _accumulate_gap(self, stacked, n: int, scale):
         # the body of free_energy_gap_accumulate, for callers that checked can_accumulate()
-        # and stacked the rows themselves (contrastive divergence, under no_grad)
-        params = self._parameters()
+        # and stacked the rows themselves (contrastive_divergence, under no_grad)
+        params = (self.weight, self.visible_bias, self.hidden_bias)
         value, *saved = _gap_forward(stacked, n, *params)
         need = tuple(p.requires_grad for p in params)
         grads = _gap_grads(stacked, *saved, scale, need, tuple(p.grad for p in params))
         for p, g in zip(params, grads):
             if g is not None and p.grad is None:
                 p.grad = g
-        if not (isinstance(scale, float) and scale == 1.0):
-            value = value * scale
-        return value, saved[0][n:]
+        return self._scaled(value, scale), saved[0][n:]
 
     def can_accumulate(self) -> bool:
         """Whether :meth:`free_energy_gap_accumulate` applies: grad mode on, no parameter that
@@ -301,12 +227,43 @@ class BernoulliRBM(EnergyBasedDistribution):
         if not torch.is_grad_enabled():
             return False
         wanted = False
-        for p in self._parameters():
+        for p in (self.weight, self.visible_bias, self.hidden_bias):
             if p.requires_grad:
                 if not _accumulates_like_backward(p):
                     return False
                 wanted = True
         return wanted
+
+    def contrastive_divergence(
+        self, x, chains, num_steps, *, accumulate=False, scale=1.0, mean_field_iters=10
+    ):
+        r"""The surrogate of
+        :meth:`~pyrogen.distributions.energy.EnergyBasedDistribution.contrastive_divergence`,
+        :math:`\sum_i F(x_i) - \frac{n}{m} \sum_j F(\bar v_j)`, the fast way: the data rows
+        and the chains' last sweep share one ``(n + m, V)`` buffer, so the surrogate and its
+        gradient are one product forward and one backward (:meth:`free_energy_gap`); with
+        ``accumulate`` and plain leaf parameters (:meth:`can_accumulate`) the gradient is
+        written straight into ``.grad`` (:meth:`free_energy_gap_accumulate`, no autograd
+        graph). The chains come back as ``(v, h, pre)`` with ``pre`` the hidden log-odds of
+        ``v`` computed for the surrogate, which starts the next update's first sweep (as in
+        Tieleman 2008 and scikit-learn), so that a PCD-1 update costs three products."""
+        n, m = x.shape[0], chains[0].shape[0]
+        done = accumulate and self.can_accumulate()
+        state = chains
+        with torch.no_grad():
+            stacked = self.weight.new_empty((n + m, x.shape[-1]))
+            stacked[:n] = x
+            for i in range(num_steps):
+                reuse = i == 0 and len(state) == 3  # the pre-activation from last update
+                logits = state[2] if reuse else self.hidden_logits(state[0])
+                out = stacked[n:] if i == num_steps - 1 else None
+                state = self.gibbs_step_from_logits(logits, out=out)
+            if done:  # gradients straight into .grad, no graph
+                surrogate, pre = self._accumulate_gap(stacked, n, scale)
+        if not done:
+            surrogate, pre = self.free_energy_gap(stacked, num_data=n)
+            surrogate = self._scaled(surrogate, scale)
+        return surrogate, (state[0], state[1], pre.detach()), done
 
     def unnormalized_log_prob_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`\\log \\tilde p(h) = c^\\top h + \\sum_i \\mathrm{softplus}(b_i + (W h)_i)`."""
@@ -322,28 +279,18 @@ class BernoulliRBM(EnergyBasedDistribution):
         return min(self.num_visible, self.num_hidden) <= self.max_enumeration
 
     def _exact_log_partition(self) -> torch.Tensor:
-        hidden_side = self.num_hidden <= self.num_visible
-        n = self.num_hidden if hidden_side else self.num_visible
-        fn = self.unnormalized_log_prob_hidden if hidden_side else self.unnormalized_log_prob
-        parts = [
-            torch.logsumexp(fn(states), 0)
-            for states in binary_states(n, self.weight.dtype, self.weight.device, _ENUM_CHUNK)
-        ]
-        return torch.logsumexp(torch.stack(parts), 0)
+        if self.num_hidden <= self.num_visible:  # sum v out, enumerate h
+            return self._sum_over_states(
+                self.num_hidden, self.unnormalized_log_prob_hidden, self.num_visible
+            )
+        return self._sum_over_states(self.num_visible, self.unnormalized_log_prob, self.num_hidden)
 
-    def annealing_path(self, data: torch.Tensor | None = None):
-        """Salakhutdinov & Murray's AIS path from a base-rate model (see
-        :class:`pyrogen.infer.ais.RBMAnnealingPath`)."""
-        from pyrogen.infer.ais import RBMAnnealingPath
-
+    def annealing_path(self, data: torch.Tensor | None = None) -> RBMAnnealingPath:
+        """Salakhutdinov & Murray's AIS path from a base-rate model fitted to ``data`` (or
+        uniform); see :class:`RBMAnnealingPath`."""
         return RBMAnnealingPath(self, data)
 
     # ---- Gibbs sampling --------------------------------------------------------------
-
-    def init_chains(self, num_chains: int):
-        """Chains started from independent fair coins."""
-        half = self.weight.new_full((num_chains, self.num_visible), 0.5)
-        return (bernoulli_sample(half),)
 
     def gibbs_step(self, state):
         """:math:`h \\sim p(h \\mid v)`, then :math:`v \\sim p(v \\mid h)`; state ``(v, h)``."""
@@ -355,3 +302,33 @@ class BernoulliRBM(EnergyBasedDistribution):
         h = bernoulli_sample(torch.sigmoid(hidden_logits))
         v = bernoulli_sample(torch.sigmoid(self.visible_logits(h)), out=out)
         return (v, h)
+
+
+class RBMAnnealingPath(BaseRateAnnealingPath):
+    r"""Salakhutdinov & Murray's path for a binary RBM: base rates :math:`b_A` (logits of
+    smoothed data marginals, or zeros), and
+
+    .. math:: \log f_\beta(v) = (1-\beta)\, b_A^\top v + \beta\, b^\top v
+        + \sum_j \mathrm{softplus}\big(\beta\,(c_j + (v^\top W)_j)\big),
+
+    so that at :math:`\beta = 0` the hidden units are fair coins independent of :math:`v` and
+    :math:`Z_A = 2^H \prod_i (1 + e^{b_{A,i}})`; the visible units at temperature
+    :math:`\beta` are Bernoulli with log-odds :math:`(1 - \beta)\, b_A + \beta\,(b + W h)`.
+
+    :param BernoulliRBM rbm: the target model.
+    :param torch.Tensor data: optional binary data ``(..., num_visible)`` for :math:`b_A`.
+    :param float smoothing: pseudo-count added to the data marginals.
+    """
+
+    def __init__(self, rbm: BernoulliRBM, data: torch.Tensor | None = None, smoothing=0.05):
+        self.model = self.rbm = rbm
+        self.base = base_rates(data, rbm.visible_bias.detach(), smoothing)
+        self.log_z_base = (F.softplus(self.base).sum() + rbm.num_hidden * math.log(2.0)).detach()
+
+    @property
+    def base_bias(self) -> torch.Tensor:
+        """:math:`b_A`."""
+        return self.base
+
+    def sample_visible(self, logits):
+        return bernoulli_sample(torch.sigmoid(logits))

@@ -66,35 +66,14 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrogen.distributions._values import check_event
+from pyrogen.distributions.annealing import LogPartition, ais
 from pyrogen.distributions.energy import (
-    AnnealingPath,
-    EnergyBasedDistribution,
-    LogPartition,
-    binary_states,
+    BaseRateAnnealingPath,
+    RBMBase,
+    affine,
+    bernoulli_sample,
 )
-
-#: rows of enumerated hidden states processed at once (memory bound of exact log Z)
-_ENUM_CHUNK = 1 << 12
-
-
-def _check_parameters(weight, visible_bias, hidden_bias):
-    for name, t, dim in (
-        ("weight", weight, 2),
-        ("visible_bias", visible_bias, 1),
-        ("hidden_bias", hidden_bias, 1),
-    ):
-        if not isinstance(t, torch.Tensor) or t.dim() != dim:
-            raise ValueError(
-                f"{name} must be a {dim}-D tensor, got "
-                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-            )
-    K, H = weight.shape
-    if visible_bias.shape != (K,) or hidden_bias.shape != (H,):
-        raise ValueError(
-            f"weight has shape (vocab_size, num_hidden) = {(K, H)}, so visible_bias must have "
-            f"shape ({K},) and hidden_bias ({H},); got {tuple(visible_bias.shape)} and "
-            f"{tuple(hidden_bias.shape)}"
-        )
 
 
 def _check_length(length, name: str = "length") -> int:
@@ -112,13 +91,7 @@ def _check_length(length, name: str = "length") -> int:
 def check_counts(value: torch.Tensor, vocab_size: int, name: str = "value") -> None:
     """Raise a ``ValueError`` unless ``value`` is a tensor of word-count vectors (last dim
     ``vocab_size``, finite non-negative integer entries), naming the first offending entry."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of word counts, got {type(value).__name__}")
-    if value.dim() < 1 or value.shape[-1] != vocab_size:
-        raise ValueError(
-            f"{name} must have shape (..., {vocab_size}) (word counts over the vocabulary), "
-            f"got {tuple(value.shape)}"
-        )
+    check_event(value, vocab_size, name, " of word counts over the vocabulary")
     if value.dtype == torch.bool:
         return
     if value.is_floating_point():
@@ -152,7 +125,7 @@ def sample_counts(logits: torch.Tensor, lengths: torch.Tensor, max_length: int) 
     return counts.reshape(rows.shape).scatter_add_(1, words, keep).reshape(logits.shape)
 
 
-class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
+class ReplicatedSoftmaxRBM(RBMBase):
     r"""Replicated softmax RBM over word-count vectors :math:`v \in \mathbb{N}^K` (see module
     docs for the energy and the normalization conventions).
 
@@ -166,54 +139,26 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
     :param int gibbs_steps: sweeps of :meth:`sample` (default 1000).
     """
 
-    arg_constraints = {
-        "weight": constraints.independent(constraints.real, 2),
-        "visible_bias": constraints.independent(constraints.real, 1),
-        "hidden_bias": constraints.independent(constraints.real, 1),
-    }
     support = constraints.independent(constraints.nonnegative_integer, 1)
-    has_rsample = False
 
     def __init__(
         self,
         weight: torch.Tensor,
         visible_bias: torch.Tensor,
         hidden_bias: torch.Tensor,
-        *,
         length: int | None = None,
+        *,
         gibbs_steps: int = 1000,
         validate_args: bool | None = None,
     ) -> None:
-        _check_parameters(weight, visible_bias, hidden_bias)
-        self.weight, self.visible_bias, self.hidden_bias = weight, visible_bias, hidden_bias
         self.length = None if length is None else _check_length(length)
-        self.default_gibbs_steps = int(gibbs_steps)
-        super().__init__(torch.Size(), weight.shape[:1], validate_args=validate_args)
+        super().__init__(
+            weight, visible_bias, hidden_bias, gibbs_steps=gibbs_steps, validate_args=validate_args
+        )
 
     @property
     def vocab_size(self) -> int:
         return self.weight.shape[0]
-
-    @property
-    def num_visible(self) -> int:
-        """The vocabulary size (the event size), as for the other RBMs."""
-        return self.weight.shape[0]
-
-    @property
-    def num_hidden(self) -> int:
-        return self.weight.shape[1]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
-        super(EnergyBasedDistribution, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
-        )
-        new._validate_args = self._validate_args
-        return new
-
-    def _parameters(self):
-        return (self.weight, self.visible_bias, self.hidden_bias)
 
     def _resolve_length(self, length) -> int:
         if length is None:
@@ -229,6 +174,10 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
     def _check(self, value: torch.Tensor, name: str = "value") -> None:
         if self._validate_args:
             check_counts(value, self.vocab_size, name)
+
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        check_counts(value, self.vocab_size)
+        super()._validate_sample(value)
 
     # ---- conditionals ---------------------------------------------------------------
 
@@ -246,14 +195,7 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
 
     def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
         r"""Logits of the word distribution given :math:`h`: :math:`b + W h`."""
-        h = h.to(self.weight.dtype)
-        return torch.addmm(self.visible_bias, h.reshape(-1, h.shape[-1]), self.weight.T).reshape(
-            h.shape[:-1] + (self.vocab_size,)
-        )
-
-    def hidden_given_visible(self, v: torch.Tensor) -> torch.distributions.Bernoulli:
-        r""":math:`p(h \mid v)`, a factorized Bernoulli (one batch entry per hidden unit)."""
-        return torch.distributions.Bernoulli(logits=self.hidden_logits(v), validate_args=False)
+        return affine(h.to(self.weight.dtype), self.weight.T, self.visible_bias)
 
     def word_given_hidden(self, h: torch.Tensor) -> torch.distributions.Categorical:
         r"""The distribution of each word of a document given :math:`h`:
@@ -303,72 +245,51 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
     def can_enumerate(self) -> bool:
         return self.num_hidden <= self.max_enumeration
 
-    def _exact_log_partition(self, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact :math:`\\log Z_D` for each entry of ``lengths`` (default: the constructor's
-        length), in one pass over the hidden states."""
-        if lengths is None:
-            lengths = torch.tensor(float(self._resolve_length(None)))
+    def _exact_log_partitions(self, lengths: torch.Tensor) -> torch.Tensor:
+        r"""Exact :math:`\log Z_D` for each entry of ``lengths``, in one pass over the hidden
+        states."""
         lengths = lengths.to(self.weight)
-        parts = []
-        for states in binary_states(
-            self.num_hidden, self.weight.dtype, self.weight.device, _ENUM_CHUNK
-        ):
-            per_word = states @ self.hidden_bias + torch.logsumexp(self.visible_logits(states), -1)
-            parts.append(torch.logsumexp(lengths.unsqueeze(-1) * per_word, -1))
-        return torch.logsumexp(torch.stack(parts, -1), -1)
 
-    def _store(self, key, result: LogPartition) -> None:
-        cache = self.__dict__.setdefault("_log_partition_cache", {})
-        for old in [k for k in cache if k[0] != key[0]]:  # other parameter values
-            del cache[old]
-        cache[key] = result
+        def fn(states):  # (S, H) -> (len(lengths), S)
+            per_word = states @ self.hidden_bias + torch.logsumexp(self.visible_logits(states), -1)
+            return lengths.unsqueeze(-1) * per_word
+
+        return self._sum_over_states(self.num_hidden, fn, self.vocab_size)
+
+    def _exact_log_partition(self, length=None) -> torch.Tensor:
+        D = self._resolve_length(length)
+        return self._exact_log_partitions(self.weight.new_tensor([float(D)]))[0]
 
     def log_partition(self, method: str = "auto", length=None, **kwargs) -> LogPartition:
         r""":math:`\log Z_D` for documents of ``length`` :math:`D` words (default the
         constructor's ``length``): ``"exact"`` (enumeration of the hidden layer, at most
         :attr:`max_enumeration` units), ``"ais"`` (an *estimate*; keyword arguments go to
-        :func:`pyrogen.infer.ais.ais` and ``data`` to :meth:`annealing_path`) or ``"auto"``.
+        :func:`pyrogen.distributions.annealing.ais` and ``data`` to :meth:`annealing_path`)
+        or ``"auto"``.
 
         Cached per parameter values and length. Exact values are differentiable.
         """
         D = self._resolve_length(length)
-        if method == "auto":
-            method = "exact" if self.can_enumerate() else "ais"
-        if method not in ("exact", "ais"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
-        key = self._cache_key(method, dict(kwargs, length=D))
-        cache = self.__dict__.setdefault("_log_partition_cache", {})
-        if key in cache and (method != "exact" or not torch.is_grad_enabled()):
-            return cache[key]
-        if method == "exact":
-            if not self.can_enumerate():
-                raise ValueError(
-                    f"exact log Z needs at most {self.max_enumeration} hidden units to "
-                    f"enumerate, the model has {self.num_hidden}; use method='ais'"
-                )
-            log_z = self._exact_log_partition(self.weight.new_tensor([float(D)]))[0]
-            result = LogPartition(log_z, torch.zeros_like(log_z), "exact", log_z, log_z)
-        else:
-            result = self._ais_log_partition(length=D, **kwargs)
-        self._store(key, result)
-        return result
+        return self._cached_log_partition(method, kwargs, {"length": D})
 
     def _ais_log_partition(self, length=None, data=None, smoothing: float = 0.5, **kwargs):
-        from pyrogen.infer.ais import ais
-
         return ais(self.annealing_path(data=data, length=length, smoothing=smoothing), **kwargs)
 
-    def _log_partitions(self, lengths: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log Z_D` for each (distinct) entry of ``lengths``, exact in one pass when
+    def _log_normalizer(self, value: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log Z_D` of each document's own length :math:`D`: exact in one pass when
         possible, through the cache of :meth:`log_partition` otherwise."""
+        lengths, inverse = torch.unique(value.to(self.weight.dtype).sum(-1), return_inverse=True)
         if self.can_enumerate():
-            values = self._exact_log_partition(lengths)
+            values = self._exact_log_partitions(lengths)
             if not torch.is_grad_enabled():
                 for D, log_z in zip(lengths.tolist(), values):
                     key = self._cache_key("exact", {"length": int(D)})
-                    self._store(key, LogPartition(log_z, torch.zeros_like(log_z), "exact"))
-            return values
-        return torch.stack([self.log_partition(length=int(D)).log_z for D in lengths.tolist()])
+                    self._store_log_partition(key, LogPartition.exact(log_z))
+        else:
+            values = torch.stack(
+                [self.log_partition(length=int(D)).log_z for D in lengths.tolist()]
+            )
+        return values[inverse]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(v \mid D) = \log \binom{D}{v} - F(v) - \log Z_D`, the probability of
@@ -376,13 +297,7 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
         :attr:`max_enumeration` hidden units :math:`\log Z_D` is an AIS *estimate* (one run
         per distinct length, cached), and so is this. Checks the counts when validation is
         on."""
-        if self._validate_args:
-            check_counts(value, self.vocab_size)
-            self._validate_sample(value)
-        value = value.to(self.weight.dtype)
-        lengths, inverse = torch.unique(value.sum(-1), return_inverse=True)
-        log_z = self._log_partitions(lengths)[inverse]
-        return log_multinomial_coefficient(value) + self._sequence_log_weight(value) - log_z
+        return super().log_prob(value)
 
     def sequence_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(w_{1:D}) = -F(v) - \log Z_D`: the probability of one word sequence
@@ -410,17 +325,31 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
         return (sample_counts(logits, logits.new_full((num_chains,), float(D)), D),)
 
     def _gibbs_step(self, v: torch.Tensor, lengths: torch.Tensor, max_length: int):
-        h = torch.bernoulli(torch.sigmoid(self._hidden_logits(v)))
+        h = bernoulli_sample(torch.sigmoid(self._hidden_logits(v)))
         v = sample_counts(self.visible_logits(h), lengths, max_length)
         return (v, h)
+
+    @staticmethod
+    def _lengths(v: torch.Tensor):
+        lengths = v.sum(-1)
+        return lengths, int(lengths.max()) if lengths.numel() else 0
 
     def gibbs_step(self, state):
         r""":math:`h \sim p(h \mid v)`, then :math:`v \sim p(v \mid h, D)` with each chain's
         own length :math:`D`; state ``(v, h)``."""
         v = state[0].to(self.weight.dtype)
-        lengths = v.sum(-1)
-        max_length = int(lengths.max()) if lengths.numel() else 0
-        return self._gibbs_step(v, lengths, max_length)
+        return self._gibbs_step(v, *self._lengths(v))
+
+    def gibbs_chain(self, state, num_steps: int):
+        """``num_steps`` block-Gibbs sweeps from ``state``, every chain keeping its length
+        (read once, not at every sweep)."""
+        v = state[0].to(self.weight.dtype)
+        lengths, max_length = self._lengths(v)
+        with torch.no_grad():
+            for _ in range(num_steps):
+                state = self._gibbs_step(v, lengths, max_length)
+                v = state[0]
+        return state
 
     def sample(
         self, sample_shape=(), num_steps: int | None = None, init=None, length=None
@@ -430,24 +359,15 @@ class ReplicatedSoftmaxRBM(EnergyBasedDistribution):
         vectors, or a Gibbs state, with that many rows; each chain keeps its length) or from
         :meth:`init_chains` with ``length`` words (default the constructor's). Approximate:
         exact only as ``num_steps`` grows."""
-        shape = torch.Size(sample_shape) + self.batch_shape
-        n = max(1, shape.numel())
         if init is None:
-            state = self.init_chains(n, length)
+            n = (torch.Size(sample_shape) + self.batch_shape).numel()
+            init = self.init_chains(max(1, n), length)
         else:
-            state = (init,) if isinstance(init, torch.Tensor) else tuple(init)
-            self._check(state[0], "init")
-        v = state[0].reshape(-1, self.vocab_size).to(self.weight.dtype)
-        lengths = v.sum(-1)
-        max_length = int(lengths.max()) if lengths.numel() else 0
-        steps = self.default_gibbs_steps if num_steps is None else int(num_steps)
-        with torch.no_grad():
-            for _ in range(steps):
-                v = self._gibbs_step(v, lengths, max_length)[0]
-        return v.reshape(shape + self.event_shape)
+            self._check(init if isinstance(init, torch.Tensor) else init[0], "init")
+        return super().sample(sample_shape, num_steps, init)
 
 
-class ReplicatedSoftmaxAnnealingPath(AnnealingPath):
+class ReplicatedSoftmaxAnnealingPath(BaseRateAnnealingPath):
     r"""AIS path for :class:`ReplicatedSoftmaxRBM` at one document length :math:`D` (after
     Salakhutdinov & Murray's base-rate path, as used in [1] of the module docs).
 
@@ -488,37 +408,29 @@ class ReplicatedSoftmaxAnnealingPath(AnnealingPath):
         data: torch.Tensor | None = None,
         smoothing: float = 0.5,
     ) -> None:
-        self.rsm = rsm
+        self.model = self.rsm = rsm
         self.length = _check_length(length)
         K = rsm.vocab_size
         with torch.no_grad():
             if data is None:
-                self.base_logits = rsm.visible_bias.detach().new_zeros(K)
+                self.base = rsm.visible_bias.detach().new_zeros(K)
             else:
                 if rsm._validate_args:
                     check_counts(data, K, "data")
                 counts = data.reshape(-1, K).to(rsm.weight).sum(0) + smoothing
-                self.base_logits = counts.log() - counts.sum().log()
+                self.base = counts.log() - counts.sum().log()
             self.log_z_base = rsm.num_hidden * math.log(2.0) + self.length * torch.logsumexp(
-                self.base_logits, 0
+                self.base, 0
             )
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+    @property
+    def base_logits(self) -> torch.Tensor:
+        """:math:`b_A`, normalized log word frequencies."""
+        return self.base
+
+    def hidden_logits(self, v):
+        return self.rsm._hidden_logits(v)  # the chains' counts need no checks
+
+    def sample_visible(self, logits):
         D = self.length
         return sample_counts(logits, logits.new_full(logits.shape[:-1], float(D)), D)
-
-    def sample_base(self, num_chains: int):
-        return (self._sample(self.base_logits.expand(num_chains, -1)),)
-
-    def prepare(self, state):
-        v = state[0]
-        return v @ self.rsm.visible_bias, v @ self.base_logits, self.rsm._hidden_logits(v)
-
-    def log_f(self, state, cache, beta: float) -> torch.Tensor:
-        vb, va, pre = cache
-        return (1 - beta) * va + beta * vb + F.softplus(beta * pre).sum(-1)
-
-    def transition(self, state, cache, beta: float):
-        h = torch.bernoulli(torch.sigmoid(beta * cache[2]))
-        logits = torch.lerp(self.base_logits, self.rsm.visible_logits(h), beta)
-        return (self._sample(logits),)

@@ -41,7 +41,7 @@ def energy_log_likelihood(
         raise ValueError(
             f"data: expected an (N, V) tensor, got {getattr(data, 'shape', type(data))}"
         )
-    ref = dist._parameters()[0]
+    ref = dist.parameter_tensors()[0]
     data = data.to(device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
         if dist.can_enumerate():
@@ -53,18 +53,16 @@ def energy_log_likelihood(
                 "ais", data=base, num_chains=num_chains, betas=betas, progress=progress
             )
             method = f"AIS ({lp.info['num_chains']} chains, {lp.info['num_betas']} temperatures)"
-        tractable = not hasattr(dist, "can_enumerate_hidden") or dist.can_enumerate_hidden()
-        if tractable:
-            term = dist.unnormalized_log_prob
-        else:
-            method = "mean-field bound, " + method
-
-            def term(x):
-                return dist.unnormalized_variational_bound(x, num_iters=mean_field_iters, tol=1e-6)
-
-        unnorm = torch.cat(
-            [term(data[i : i + batch_size]) for i in range(0, len(data), batch_size)]
-        ).double()
+        parts, bound = [], False
+        for i in range(0, len(data), batch_size):
+            values, is_bound = dist.unnormalized_log_prob_or_bound(
+                data[i : i + batch_size], mean_field_iters=mean_field_iters
+            )
+            parts.append(values)
+            bound = bound or is_bound
+        unnorm = torch.cat(parts).double()
+        if bound:
+            method = f"mean-field bound ({mean_field_iters} sweeps), " + method
     log_z = float(lp.log_z)
     per_example = (unnorm - log_z).cpu()
     mean = per_example.mean().item()

@@ -1,155 +1,25 @@
-r"""Annealed importance sampling (AIS) for partition functions of energy-based models.
+"""Annealed importance sampling (AIS) for partition functions of energy-based models.
 
-AIS [1] moves :math:`M` chains through distributions
-:math:`f_0, f_1, \dots, f_K` from a tractable base :math:`f_0 = p_A Z_A` to the target
-:math:`f_K = \tilde p_B`, with :math:`T_k` a Markov kernel leaving :math:`f_k` invariant:
-
-.. math::
-
-    x_0 \sim p_A, \quad
-    \log w = \sum_{k=1}^{K} \big[\log f_k(x_{k-1}) - \log f_{k-1}(x_{k-1})\big],
-    \quad x_k \sim T_k(x_{k-1}, \cdot),
-
-and :math:`\hat Z_B = Z_A \cdot \frac1M \sum_m w^{(m)}` is unbiased for :math:`Z_B`, so
-:math:`\log \hat Z_B` is a stochastic *lower* bound in expectation. For RBMs [2] the path
-is geometric, :math:`f_\beta(v) = \tilde p_A(v)^{1-\beta}\, \tilde p_B(v)^\beta` with the
-hidden units summed out, from a base-rate model :math:`p_A` (no weights, visible biases
-fitted to the data marginals), and :math:`T_\beta` is block Gibbs sampling at inverse
-temperature :math:`\beta`. The default schedule is the paper's 14,500 temperatures: 500
-uniform in :math:`[0, 0.5]`, 4,000 in :math:`[0.5, 0.9]`, 10,000 in :math:`[0.9, 1]`.
-
-The reported standard error is the delta-method one,
-:math:`\mathrm{se}(\log \hat Z) \approx \mathrm{sd}(w) / (\sqrt M\, \bar w)`, and the sandwich
-is :math:`\log \hat Z \pm 3\,\mathrm{se}` as in [2].
-
-A distribution supports AIS by returning an
-:class:`~pyrogen.distributions.energy.AnnealingPath` from ``annealing_path(data=None)``.
-
-**References**
-
-[1] Annealed Importance Sampling. Radford M. Neal. 2001.
-
-[2] On the Quantitative Analysis of Deep Belief Networks. Ruslan Salakhutdinov, Iain Murray.
-    2008.
+The machinery lives with the distributions that use it for ``log_partition("ais")``
+(:mod:`pyrogen.distributions.annealing`, see its docs for the estimator and its standard
+error), and each annealing path beside its distribution; this module re-exports the public
+names so that ``from pyrogen.infer import ais, default_betas`` keeps working.
 """
 
-from __future__ import annotations
+from pyrogen.distributions.annealing import (
+    AnnealingPath,
+    LogPartition,
+    ais,
+    ais_log_partition,
+    default_betas,
+)
+from pyrogen.distributions.rbm import RBMAnnealingPath
 
-import math
-
-import torch
-
-from pyrogen.distributions.energy import AnnealingPath, LogPartition, bernoulli_sample
-
-
-def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> torch.Tensor:
-    """The inverse temperatures of Salakhutdinov & Murray (2008), rescaled to ``num_betas``:
-    500/14,500 of them in [0, 0.5], 4,000/14,500 in [0.5, 0.9], the rest in [0.9, 1]."""
-    if num_betas < 3:
-        raise ValueError(f"num_betas must be at least 3, got {num_betas}")
-    n1 = max(1, round(num_betas * 500 / 14500))
-    n2 = max(1, round(num_betas * 4000 / 14500))
-    n3 = num_betas - n1 - n2
-    parts = [
-        torch.linspace(0.0, 0.5, n1 + 1, dtype=dtype, device=device)[:-1],
-        torch.linspace(0.5, 0.9, n2 + 1, dtype=dtype, device=device)[:-1],
-        torch.linspace(0.9, 1.0, n3, dtype=dtype, device=device),
-    ]
-    return torch.cat(parts)
-
-
-def ais(
-    path: AnnealingPath,
-    num_chains: int = 100,
-    betas: torch.Tensor | int | None = None,
-    progress: bool = False,
-) -> LogPartition:
-    """Run AIS along ``path``; :returns: :class:`~pyrogen.distributions.energy.LogPartition`
-    with ``log_z``, ``stderr``, the ±3 s.e. sandwich and the per-chain ``log_weights``."""
-    if num_chains < 2:
-        raise ValueError(f"num_chains must be at least 2, got {num_chains}")
-    if betas is None or isinstance(betas, int):
-        betas = default_betas(betas or 14500)
-    betas = [float(b) for b in betas]
-    if betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 < b0 for b0, b1 in zip(betas, betas[1:])):
-        raise ValueError("betas must increase from 0 to 1")
-    iterator = range(1, len(betas))
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="AIS", unit="beta")
-    with torch.no_grad():
-        state = path.sample_base(num_chains)
-        log_w = None
-        for k in iterator:
-            cache = path.prepare(state)
-            step = path.log_f(state, cache, betas[k]) - path.log_f(state, cache, betas[k - 1])
-            log_w = step if log_w is None else log_w + step
-            if k < len(betas) - 1:
-                state = path.transition(state, cache, betas[k])
-        log_w = log_w.double()
-        log_mean = torch.logsumexp(log_w, 0) - math.log(num_chains)
-        # delta method: Var(log mean w) ~ Var(w) / (M mean(w)^2), in the log domain
-        log_var_w = torch.logsumexp(2 * log_w, 0) - math.log(num_chains)
-        rel_var = torch.clamp(torch.exp(log_var_w - 2 * log_mean) - 1.0, min=0.0)
-        stderr = torch.sqrt(rel_var / num_chains)
-        log_z = path.log_z_base.double() + log_mean
-    return LogPartition(
-        log_z=log_z,
-        stderr=stderr,
-        method="ais",
-        log_weights=log_w,
-        info={"num_chains": num_chains, "num_betas": len(betas)},
-    )
-
-
-def ais_log_partition(dist, data: torch.Tensor | None = None, **kwargs) -> LogPartition:
-    """AIS estimate of ``dist``'s :math:`\\log Z` starting from its base-rate model (fitted
-    to ``data`` when given); keyword arguments go to :func:`ais`."""
-    if not hasattr(dist, "annealing_path"):
-        raise NotImplementedError(f"{type(dist).__name__} does not define an annealing path")
-    return ais(dist.annealing_path(data=data), **kwargs)
-
-
-class RBMAnnealingPath(AnnealingPath):
-    r"""Salakhutdinov & Murray's path for a binary RBM: base rates :math:`b_A` (logits of
-    smoothed data marginals, or zeros), and
-
-    .. math:: \log f_\beta(v) = (1-\beta)\, b_A^\top v + \beta\, b^\top v
-        + \sum_j \mathrm{softplus}\big(\beta\,(c_j + (v^\top W)_j)\big),
-
-    so that at :math:`\beta = 0` the hidden units are fair coins independent of :math:`v` and
-    :math:`Z_A = 2^H \prod_i (1 + e^{b_{A,i}})`.
-    """
-
-    def __init__(self, rbm, data: torch.Tensor | None = None, smoothing: float = 0.05):
-        self.rbm = rbm
-        W = rbm.weight
-        if data is None:
-            self.base_bias = torch.zeros_like(rbm.visible_bias)
-        else:
-            data = data.reshape(-1, rbm.num_visible).to(W)
-            mean = (data.sum(0) + smoothing) / (data.shape[0] + 2 * smoothing)
-            self.base_bias = torch.logit(mean)
-        H = rbm.num_hidden
-        self.log_z_base = (
-            torch.nn.functional.softplus(self.base_bias).sum() + H * math.log(2.0)
-        ).detach()
-
-    def sample_base(self, num_chains):
-        probs = torch.sigmoid(self.base_bias).expand(num_chains, -1)
-        return (bernoulli_sample(probs),)
-
-    def prepare(self, state):
-        v = state[0]
-        return v @ self.rbm.visible_bias, v @ self.base_bias, self.rbm.hidden_logits(v)
-
-    def log_f(self, state, cache, beta):
-        vb, va, pre = cache
-        return (1 - beta) * va + beta * vb + torch.nn.functional.softplus(beta * pre).sum(-1)
-
-    def transition(self, state, cache, beta):
-        pre = cache[2]
-        h = bernoulli_sample(torch.sigmoid(beta * pre))
-        logits = (1 - beta) * self.base_bias + beta * self.rbm.visible_logits(h)
-        return (bernoulli_sample(torch.sigmoid(logits)),)
+__all__ = [
+    "AnnealingPath",
+    "LogPartition",
+    "RBMAnnealingPath",
+    "ais",
+    "ais_log_partition",
+    "default_betas",
+]

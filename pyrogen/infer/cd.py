@@ -29,7 +29,11 @@ uses the mean-field posterior :math:`q(h \mid x) = \prod \mathrm{Bernoulli}(\mu)
 :math:`\mu` held fixed, and the samples' term by the joint energy :math:`E(\bar v, \bar h)`
 of the persistent chains, whose gradient is that of :math:`F` in expectation.
 
-For binary RBMs the data and the samples go through one matrix product, and with PCD the
+Each observed site's distribution computes its own surrogate and advances its chains
+through its public
+:meth:`~pyrogen.distributions.EnergyBasedDistribution.contrastive_divergence`; this loss
+only finds the sites, keeps the persistent chains and sums the terms. Binary RBMs do it the
+fast way there: the data and the samples go through one matrix product, and with PCD the
 hidden pre-activation of the chains computed for :math:`\mathcal S` starts the next update's
 Gibbs sweep (as in [2] and scikit-learn), so a PCD-1 update costs three products.
 
@@ -48,7 +52,6 @@ import torch
 from pyro.infer import ELBO
 
 from pyrogen.distributions.energy import EnergyBasedDistribution
-from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.infer._weights import ParticleRecorder
 
 
@@ -122,71 +125,34 @@ class ContrastiveDivergence(ELBO):
         return sites
 
     def _negative_state(self, name, dist, x):
-        n = x.reshape(-1, x.shape[-1]).shape[0]
+        """Where the site's negative phase starts: the data rows ``x`` (CD), or the
+        persistent chains, started at the first batch's rows (or at ``dist.init_chains``
+        when more chains than rows are asked for)."""
         if not self.persistent:
-            return (x.reshape(-1, x.shape[-1]).detach(),)
+            return (x.detach(),)
         state = self.chains.get(name)
         if state is None:
-            m = self.num_chains or n
-            data = x.reshape(-1, x.shape[-1]).detach()
-            if m <= data.shape[0]:
-                state = (data[:m].clone(),)
-            else:
-                state = dist.init_chains(m)
+            m = self.num_chains or x.shape[0]
+            state = (x[:m].detach().clone(),) if m <= x.shape[0] else dist.init_chains(m)
         return state
 
     def _site_surrogate(self, site, accumulate: bool = False):
-        """The site's surrogate and whether its gradient has already been added to the
-        parameters' ``.grad`` (``accumulate=True``, binary RBMs with plain leaf parameters:
-        the gradient is written directly instead of through an autograd graph)."""
+        """The site's surrogate (times its scale) and whether its gradient has already been
+        added to the parameters' ``.grad`` (with ``accumulate=True``, by distributions that
+        can write it directly instead of through an autograd graph); advances the chains."""
         dist, x = site["fn"], site["value"]
         x = x.reshape(-1, x.shape[-1])
-        state = self._negative_state(site["name"], dist, x)
-        n = x.shape[0]
-        fast = isinstance(dist, BernoulliRBM)
-        scale = site["scale"]
-        if fast:
-            # data rows and the chains' last sweep share one buffer: every product of the
-            # update then covers both at once (see BernoulliRBM.free_energy_gap)
-            m = state[0].shape[0]
-            done = accumulate and dist.can_accumulate()
-            with torch.no_grad():
-                stacked = dist.weight.new_empty((n + m, x.shape[-1]))
-                stacked[:n] = x
-                for i in range(self.k):
-                    reuse = i == 0 and len(state) == 3  # the pre-activation from last update
-                    logits = state[2] if reuse else dist.hidden_logits(state[0])
-                    out = stacked[n:] if i == self.k - 1 else None
-                    state = dist.gibbs_step_from_logits(logits, out=out)
-                if done:  # gradients straight into .grad, no graph
-                    surrogate, pre = dist._accumulate_gap(stacked, n, scale)
-                    scale = 1.0
-            if not done:
-                surrogate, pre = dist.free_energy_gap(stacked, num_data=n)
-            if self.persistent:
-                self.chains[site["name"]] = (state[0], state[1], pre.detach())
-            return self._scaled(surrogate, scale), done
-        with torch.no_grad():
-            for _ in range(self.k):
-                state = dist.gibbs_step(state)
-        negatives = state[0].detach()
-        m = negatives.shape[0]
-        if hasattr(dist, "mean_field"):  # DBM: mean-field positive phase, joint energy
-            with torch.no_grad():
-                mus = dist.mean_field(x, num_iters=self.mean_field_iters, tol=None)
-            samples = tuple(t.detach() for t in state)
-            surrogate = dist.energy(x, *mus).sum() - (n / m) * dist.energy(*samples).sum()
-            if self.persistent:
-                self.chains[site["name"]] = samples
-        else:
-            surrogate = dist.free_energy(x).sum() - (n / m) * dist.free_energy(negatives).sum()
-            if self.persistent:
-                self.chains[site["name"]] = tuple(t.detach() for t in state)
-        return self._scaled(surrogate, scale), False
-
-    @staticmethod
-    def _scaled(surrogate, scale):
-        return surrogate if isinstance(scale, float) and scale == 1.0 else surrogate * scale
+        surrogate, chains, done = dist.contrastive_divergence(
+            x,
+            self._negative_state(site["name"], dist, x),
+            self.k,
+            accumulate=accumulate,
+            scale=site["scale"],
+            mean_field_iters=self.mean_field_iters,
+        )
+        if self.persistent:
+            self.chains[site["name"]] = chains
+        return surrogate, done
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("ContrastiveDivergence does not produce Pyro traces")
@@ -199,8 +165,8 @@ class ContrastiveDivergence(ELBO):
 
     def value_and_grads(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The surrogate's value as a detached tensor (no host sync; pyrogen's trainer calls
-        this), with its gradient added to the parameters' ``.grad``. For binary RBMs whose
-        parameters are plain leaf tensors the gradient is written directly (no autograd
+        this), with its gradient added to the parameters' ``.grad``. Distributions that can
+        write it directly do (binary RBMs whose parameters are plain leaf tensors: no autograd
         graph, see :meth:`~pyrogen.distributions.BernoulliRBM.free_energy_gap_accumulate`);
         otherwise it is ``differentiable_loss(...).backward()``."""
         values, graph = [], []
