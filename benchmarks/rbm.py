@@ -23,7 +23,11 @@ momentum 0.9, the learning rate decayed linearly to zero as Tieleman (2008) does
 ``--rbm-decay none --rbm-momentum 0.5`` is the constant-rate recipe, which did worse) and
 reports its AIS test log-likelihood beside Salakhutdinov & Murray (2008), and a two-layer
 DBM's variational bound beside Salakhutdinov & Hinton (2009). ``--models rbm`` or
-``--models dbm`` runs one of them.
+``--models dbm`` runs one of them. Both are built, trained and scored through
+:class:`pyrogen.runs.Run`, as ``pyrogen train rbm`` / ``pyrogen train dbm`` and ``pyrogen
+evaluate`` do. A smoke run: ``--quality --limit 1000 --rbm-epochs 1 --dbm-pretrain-epochs 1
+--dbm-epochs 1 --test-limit 200 --ais-chains 10 --ais-betas 200`` (runs with ``--limit`` or
+``--test-limit`` write ``*_quick`` results).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from _common import machine, markdown_table, write_results  # noqa: E402
 from pyrogen.data import load  # noqa: E402
 from pyrogen.infer import ContrastiveDivergence  # noqa: E402
 from pyrogen.models.rbm import RBM  # noqa: E402
+from pyrogen.runs import Run, RunConfig  # noqa: E402
 
 HIDDEN, BATCH, LR = 500, 100, 0.1
 
@@ -227,7 +232,7 @@ def speed(args) -> int:
         "all_rounds": times,
         "ratios": {a: b for a, b, _, _ in checks},
     }
-    js, md = write_results("rbm_speed", record, table)
+    js, md = write_results("rbm_speed_quick" if args.limit else "rbm_speed", record, table)
     print(f"\nwrote {js} and {md}")
     return 0 if all(c[3] for c in checks) else 1
 
@@ -267,6 +272,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--models", nargs="+", choices=("rbm", "dbm"), default=["rbm", "dbm"], help="--quality"
     )
+    parser.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="score a seeded random subset of N test images (--quality)",
+    )
     parser.add_argument("--ais-chains", type=int, default=100, help="AIS chains")
     parser.add_argument("--ais-betas", type=int, default=14500, help="AIS temperatures")
     args = parser.parse_args(argv)
@@ -280,67 +291,68 @@ def main(argv=None) -> int:
     return status
 
 
-def _train_family(name, config, lr, epochs, data, valid=None, lr_schedule=None):
-    from pyrogen.cli import data_info
-    from pyrogen.registry import get_family
-    from pyrogen.train import train
-
-    fam = get_family(name)
-    cfg = fam.config(**config)
-    torch.manual_seed(0)
-    module = fam.build(cfg, data_info(data))
-    learner = fam.learner(module, cfg, lr, steps_per_epoch=-(-len(data) // BATCH))
-    start = time.perf_counter()
-    train(
-        learner,
-        data,
-        epochs=epochs,
-        batch_size=BATCH,
-        val_data=valid,
-        progress=True,
-        lr_schedule=lr_schedule,
+def _train_family(name, config, lr, epochs, data, lr_schedule=None):
+    """Build and train a registered family on ``data`` through :class:`pyrogen.runs.Run`
+    (as ``pyrogen train`` does, with this benchmark's learning-rate schedule); returns the
+    run and the training seconds."""
+    run = Run(
+        RunConfig(
+            name,
+            config,
+            dataset="binarized_mnist",
+            epochs=epochs,
+            batch_size=BATCH,
+            lr=lr,
+            validate=False,
+        )
     )
-    return fam, cfg, module, time.perf_counter() - start
+    start = time.perf_counter()
+    run.train(train_data=data, progress=True, lr_schedule=lr_schedule)
+    return run, time.perf_counter() - start
 
 
 def _log_z_cell(ll, chains):
-    e = ll.extra
-    return f"{e['log_z']:.2f} ± {e['log_z_stderr']:.2f} (ESS {ll.ess[0].item():.0f}/{chains})"
+    d = ll.diagnostics
+    return f"{d['log_z']:.2f} ± {d['log_z_stderr']:.2f} (ESS {ll.ess[0].item():.0f}/{chains})"
 
 
-def _score(fam, module, cfg, test, args, label, training, seconds, eval_note):
-    """Test log-likelihood of a trained family member: its table row and its JSON record."""
+def _score(run, test, args, label, training, seconds, eval_note):
+    """Test log-likelihood of a trained run by its family's protocol (AIS with
+    ``--ais-chains`` chains): its table row and its JSON record."""
     start = time.perf_counter()
-    ll = fam.log_likelihood(module, cfg, test, num_samples=args.ais_chains, progress=True)
+    # a seeded random subset, not the first N: MNIST's test set is not shuffled
+    ll = run.evaluate(test, limit=args.test_limit, seed=0, num_samples=args.ais_chains)
     eval_seconds = time.perf_counter() - start
     print(ll.summary())
-    e = ll.extra
+    d = ll.diagnostics
     row = [
         label,
         training,
         f"{seconds:.0f} s + {eval_seconds:.0f} s{eval_note}",
         f"{ll.nll:.2f} ± {ll.stderr:.2f}",
         _log_z_cell(ll, args.ais_chains),
-        f"[{-e['log_likelihood_upper']:.2f}, {-e['log_likelihood_lower']:.2f}]",
+        f"[{-d['log_likelihood_upper']:.2f}, {-d['log_likelihood_lower']:.2f}]",
     ]
     return row, {"train_seconds": seconds, "eval_seconds": eval_seconds, **ll.to_dict()}
 
 
 def quality(args) -> int:
     """Train a 500-hidden RBM (PCD-1) and a 500-1000 DBM on binarized MNIST (all 60,000
-    non-test images) and score both on the 10,000 test images."""
+    non-test images, or the first ``--limit`` training images) and score both on the 10,000
+    test images (or a seeded random subset of ``--test-limit``)."""
     pyro.enable_validation(False)
-    data = load("binarized_mnist", "train+valid")
-    test = load("binarized_mnist", "test").data
     if args.limit:
-        data = load("binarized_mnist", "train")
-        data.data = data.data[: args.limit]
+        data = load("binarized_mnist", "train").tensor()[: args.limit]
+    else:
+        data = load("binarized_mnist", "train+valid")
+    test = load("binarized_mnist", "test").tensor()
+    n_test = min(len(test), args.test_limit or len(test))
     rows, record = [], {"machine": machine(), "results": {}}
 
     epochs = args.rbm_epochs
     decay = (lambda e: args.rbm_lr * (1 - e / epochs)) if args.rbm_decay == "linear" else None
     if "rbm" in args.models:
-        fam, cfg, rbm, seconds = _train_family(
+        run, seconds = _train_family(
             "rbm",
             {
                 "hidden": HIDDEN,
@@ -360,7 +372,7 @@ def quality(args) -> int:
             f"{' decayed linearly to 0' if decay else ''}, momentum {args.rbm_momentum:g}"
         )
         row, record["results"]["rbm"] = _score(
-            fam, rbm, cfg, test, args, f"pyrogen RBM {HIDDEN} hidden", training, seconds, " AIS"
+            run, test, args, f"pyrogen RBM {HIDDEN} hidden", training, seconds, " AIS"
         )
         rows.append(row)
         rows.append(["Salakhutdinov & Murray (2008) RBM 500", "CD-25", "-", "86.34", "AIS", "-"])
@@ -375,11 +387,10 @@ def quality(args) -> int:
             def dbm_decay(e):
                 return args.dbm_lr * min(1.0, 1 - (e - first_joint) / args.dbm_epochs)
 
-        fam, cfg, dbm, seconds = _train_family(
+        run, seconds = _train_family(
             "dbm",
             {
-                "hidden1": 500,
-                "hidden2": 1000,
+                "hidden": (500, 1000),
                 "pretrain_epochs": args.dbm_pretrain_epochs,
                 "chains": BATCH,
                 "momentum": args.momentum,
@@ -397,9 +408,7 @@ def quality(args) -> int:
             f"momentum {args.momentum:g}"
         )
         label = "pyrogen DBM 500-1000 (variational bound)"
-        row, record["results"]["dbm"] = _score(
-            fam, dbm, cfg, test, args, label, training, seconds, ""
-        )
+        row, record["results"]["dbm"] = _score(run, test, args, label, training, seconds, "")
         rows.append(row)
         rows.append(
             [
@@ -414,7 +423,7 @@ def quality(args) -> int:
 
     m = record["machine"]
     title = (
-        f"Test NLL on binarized MNIST (fixed binarization; 10,000 test images), trained on "
+        f"Test NLL on binarized MNIST (fixed binarization; {n_test:,} test images), trained on "
         f"{len(data)} images, batch {BATCH}; AIS {args.ais_chains} chains x {args.ais_betas} "
         f"temperatures; CPU ({m['cpu']}, {m['torch_threads']} threads)"
     )
@@ -429,6 +438,8 @@ def quality(args) -> int:
     table = title + "\n\n" + markdown_table(header, rows)
     print(table)
     name = "rbm_quality" if len(args.models) == 2 else f"rbm_quality_{args.models[0]}"
+    if args.limit or args.test_limit:
+        name += "_quick"
     js, md = write_results(name, record, table)
     print(f"\nwrote {js} and {md}")
     return 0
