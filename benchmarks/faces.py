@@ -19,8 +19,9 @@ Models, both with a 30-dimensional code:
   face (414: 124,200 images, the size of the paper's training set) plus their mean; also
   PCA of the 300 untransformed training faces, for reference;
 * **deep autoencoder** 625-2000-1000-500-30 (linear code, squared error) from the
-  ``autoencoder`` registry entry, trained through :func:`pyrogen.train.train` with Adam
-  (the paper used conjugate gradients). Two recipes:
+  ``autoencoder`` registry entry, built, trained (Adam; the paper used conjugate gradients)
+  and scored through :class:`pyrogen.runs.Run`, as ``pyrogen train autoencoder`` and
+  ``pyrogen evaluate`` do. Two recipes:
 
   - ``--recipe tanh`` (default): tanh hidden units, Glorot initialisation, no
     pre-training;
@@ -53,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
 from pyrogen.data import AugmentedFaces, olivetti_faces  # noqa: E402
-from pyrogen.registry import DataInfo, get_family  # noqa: E402
-from pyrogen.train import train  # noqa: E402
+from pyrogen.registry import DataInfo  # noqa: E402
+from pyrogen.runs import Run, RunConfig  # noqa: E402
 
 RECIPES = {
     "hs": {"activation": "sigmoid", "pretrain": "rbm"},
@@ -143,17 +144,31 @@ def main(argv=None) -> int:
         return (v - mean) / scale
 
     train_set.transform = standardize
-    fam = get_family("autoencoder")
-    config = fam.config(
-        kind="deep",
-        hidden=args.hidden,
-        activation=recipe["activation"],
-        output="gaussian",
-        pretrain=recipe["pretrain"],
-        pretrain_epochs=args.pretrain_epochs,
-        rbm_sigma=args.rbm_sigma,
+    overrides = {
+        "kind": "deep",
+        "hidden": args.hidden,
+        "activation": recipe["activation"],
+        "output": "gaussian",
+        "pretrain": recipe["pretrain"],
+        "pretrain_epochs": args.pretrain_epochs,
+        "rbm_sigma": args.rbm_sigma,
+    }
+    layers = len(args.hidden.split(","))  # one pre-training stage per layer
+    pre_epochs = args.pretrain_epochs * layers if recipe["pretrain"] != "none" else 0
+    run = Run(
+        RunConfig(
+            "autoencoder",
+            overrides,
+            dataset="olivetti",
+            epochs=pre_epochs + args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            validate=False,
+        ),
+        info=DataInfo(x.shape[1], (25, 25), None, "olivetti"),
     )
-    code = config.sizes()[-1]
+    code = run.model_config.sizes()[-1]
     chunks = (train_set.sample(1, seed=2 + c) for c in range(args.pca_copies))
     pca_fit = fit_pca(chunks, code)
     pca_orig_fit = fit_pca([train_orig], code)
@@ -161,29 +176,20 @@ def main(argv=None) -> int:
     pca_orig = {name: pca_error(pca_orig_fit, t) for name, t in test_sets.items()}
     pca_train = pca_error(pca_fit, x)
 
-    torch.manual_seed(args.seed)
-    info = DataInfo(x.shape[1], (25, 25), None, "olivetti")
-    ae = fam.build(config, info)
-    steps_per_epoch = -(-x.shape[0] // args.batch_size)
-    learner = fam.learner(ae, config, args.lr, steps_per_epoch=steps_per_epoch)
-    layers = len(ae.sizes) - 1
-    pre_epochs = args.pretrain_epochs * layers if recipe["pretrain"] != "none" else 0
+    ae = run.build()  # seeded by args.seed
     marks = {}
-    if pre_epochs:
-        load = learner.on_enter["finetune"]
+    if pre_epochs:  # time pre-training: note when the fine-tuning stage starts
+        finetune = next(stage for stage in run.learner.stages if stage.name == "finetune")
+        load = finetune.on_enter
 
         def enter_finetune():
             marks["finetune"] = time.perf_counter()
             load()
 
-        learner.on_enter["finetune"] = enter_finetune
+        finetune.on_enter = enter_finetune
     train_start = time.perf_counter()
-    result = train(
-        learner,
-        train_set,
-        epochs=pre_epochs + args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
+    result = run.train(
+        train_data=train_set,
         progress=False,
         lr_schedule=step_schedule(args.lr, pre_epochs, args.epochs),
     )
@@ -191,13 +197,15 @@ def main(argv=None) -> int:
     pretrain_s = marks.get("finetune", train_start) - train_start
     finetune_s = train_end - marks.get("finetune", train_start)
 
-    ae.eval()
-    with torch.no_grad():
-        deep = {
-            name: float((ae(standardize(t)) * scale + mean - t).square().sum(-1).mean())
-            for name, t in test_sets.items()
-        }
-        train_error = float((ae(standardize(x)) * scale + mean - x).square().sum(-1).mean())
+    def error(images):
+        """Squared error per image in [0, 1] pixel units, by the evaluation protocol (the
+        autoencoder's reconstruction of the standardized images; one global scale, so the
+        squared error scales by its square)."""
+        score = run.evaluate(standardize(images))
+        return score.squared_error * float(scale) ** 2
+
+    deep = {name: error(t) for name, t in test_sets.items()}
+    train_error = error(x)
     primary = "transformed test faces"
     accepted = deep[primary] < pca[primary]
     total = time.perf_counter() - start
