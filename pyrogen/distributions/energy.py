@@ -137,9 +137,10 @@ class EnergyBasedDistribution(TorchDistribution):
 
     Subclasses implement :meth:`unnormalized_log_prob`, :meth:`can_enumerate`,
     :meth:`_exact_log_partition` and :meth:`gibbs_step` (and :meth:`init_chains` unless the
-    visible units are binary), name their
-    parameters in ``arg_constraints`` (which :meth:`parameter_tensors` reads), and may add
-    an :meth:`annealing_path` (AIS) and a faster :meth:`contrastive_divergence`.
+    visible units are binary), name their parameters in ``arg_constraints`` (which
+    :meth:`parameter_tensors` reads; checked with a message naming the first bad entry when
+    validation is on), and may add an :meth:`annealing_path` (AIS) and a faster
+    :meth:`contrastive_divergence`.
 
     :param event_shape: the visible units' shape.
     :param int gibbs_steps: block-Gibbs sweeps of :meth:`sample`.
@@ -267,8 +268,7 @@ class EnergyBasedDistribution(TorchDistribution):
         parameters are shared, the :math:`\\log Z` cache starts empty, and ``validate_args``
         is kept."""
         new = self._get_checked_instance(type(self), _instance)
-        state = self.__dict__
-        new.__dict__.update({k: v for k, v in state.items() if k != "_log_partition_cache"})
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_log_partition_cache"})
         TorchDistribution.__init__(
             new, torch.Size(batch_shape), self.event_shape, validate_args=False
         )
