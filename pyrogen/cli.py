@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _deprecated(old: str, new: str) -> None:
     # FutureWarning: shown by default, the category Python reserves for end users
-    warnings.warn(f"pyrogen: {old} is deprecated; use {new} (kept for one release)", FutureWarning)
+    message = f"pyrogen: {old} is deprecated; use {new} (kept for one release)"
+    warnings.warn(message, FutureWarning, stacklevel=3)
 
 
 def _train(args) -> int:

@@ -29,6 +29,7 @@ checkpoint).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -735,25 +736,7 @@ def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(
-    learner: Learner,
-    train_data,
-    *,
-    epochs: int = 1,
-    batch_size: int = 100,
-    val_data=None,
-    device: str | torch.device = "auto",
-    seed: int = 0,
-    out: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    validate_every: int | None = None,
-    log_every: int = 20,
-    max_steps: int | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    lr_schedule: Callable[[int], float] | None = None,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainResult:
+def train(learner: Learner, train_data, **options) -> TrainResult:
     """Train ``learner`` on ``train_data`` (a tensor of examples or a Dataset).
 
     :param int epochs: passes over the data (``max_steps`` may stop earlier).
@@ -774,21 +757,10 @@ def train(
     :raises TrainingDiverged: when the loss becomes NaN/inf; the learner is restored to the
         last good checkpoint when there is one.
     """
-    return Trainer(
-        learner,
-        train_data,
-        epochs=epochs,
-        batch_size=batch_size,
-        val_data=val_data,
-        device=device,
-        seed=seed,
-        out=out,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        log_every=log_every,
-        max_steps=max_steps,
-        resume=resume,
-        progress=progress,
-        lr_schedule=lr_schedule,
-        callback=callback,
-    ).run()
+    return Trainer(learner, train_data, **options).run()
+
+
+train.__signature__ = inspect.Signature(
+    list(inspect.signature(Trainer.__init__).parameters.values())[1:],
+    return_annotation=TrainResult,
+)

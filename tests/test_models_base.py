@@ -13,7 +13,6 @@ from pyrogen.models import (
     Autoencoder,
     DeepBoltzmannMachine,
     KMeansFeatures,
-    ReplicatedSoftmax,
     SparseCoding,
 )
 from pyrogen.models.base import GenerativeModel, Representation, default_image_shape
@@ -68,20 +67,6 @@ def test_deterministic_models_follow_the_sibling_protocol():
 
 def test_old_names_warn_and_still_work():
     with pytest.warns(DeprecationWarning, match="num_features"):
-        vae = VAE(num_pixels=16, latent_dims=(2,), hidden_dims=((4,),))
-    assert vae.num_features == 16 and vae.hidden == ((4,),)
-    with pytest.raises(TypeError, match="give 'num_features' only"):
-        VAE(16, num_pixels=16)
-    with pytest.warns(DeprecationWarning):
-        rbm = RBM(num_visible=16, num_hidden=3)
-    assert (rbm.num_features, rbm.hidden, rbm.num_visible, rbm.num_hidden) == (16, 3, 16, 3)
-    with pytest.warns(DeprecationWarning):
-        assert DeepBoltzmannMachine(num_visible=16, hidden=(3, 2)).num_features == 16
-    with pytest.warns(DeprecationWarning):
-        assert ReplicatedSoftmax(vocab_size=10, num_hidden=4).num_features == 10
-    with pytest.warns(DeprecationWarning):
-        assert PSD(n_features=6, n_atoms=4).num_features == 6
-    with pytest.warns(DeprecationWarning, match="num_features"):
         assert DataInfo(16, (4, 4)).num_pixels == 16
     digits = load("digits", "train")
     with pytest.warns(DeprecationWarning, match="num_features"):
@@ -94,3 +79,26 @@ def test_old_names_warn_and_still_work():
     assert get_family("dbm").config(hidden="40,10,5").hidden == (40, 10, 5)
     with pytest.raises(ValueError, match="positive integers"):
         get_family("dbm").config(hidden="40,x")
+    rbm = RBM(16, 3)
+    assert (rbm.num_features, rbm.hidden, rbm.num_visible, rbm.num_hidden) == (16, 3, 16, 3)
+
+
+def test_old_family_calls_of_the_tutorials_warn_and_still_work():
+    x = load("digits", "train").data[:100]
+    test = load("digits", "test").data[:30]
+    rbm_family = get_family("rbm")
+    cfg = rbm_family.config(hidden=6, chains=10)
+    rbm = rbm_family.build(cfg, DataInfo(64, (8, 8), x.mean(0)))
+    with pytest.warns(DeprecationWarning, match="steps_per_epoch"):
+        learner = rbm_family.learner(rbm, cfg, 1e-3, steps_per_epoch=13)
+    learner.step(x)
+    with pytest.warns(DeprecationWarning, match="num_chains"):
+        result = rbm_family.log_likelihood(rbm, cfg, test, num_samples=5, progress=False)
+    assert result.num_examples == 30 and result.is_exact  # 6 hidden units: enumerated
+    with pytest.warns(DeprecationWarning, match="model.sample"):
+        grid = rbm_family.sample(rbm, 4)
+    assert grid.shape == (4, 64) and 0 <= grid.min() and grid.max() <= 1
+    nade = get_family("nade")
+    model = nade.build(nade.config(hidden=4), DataInfo(64, (8, 8)))
+    with pytest.warns(DeprecationWarning, match="exact"):
+        assert nade.log_likelihood(model, nade.config(), test, num_samples=1).is_exact

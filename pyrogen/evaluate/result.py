@@ -50,6 +50,8 @@ class LogLikelihood:
     :ivar torch.Tensor khat: ``(N,)`` PSIS Pareto :math:`\hat k` (NaN where not computed).
     :ivar dict diagnostics: estimator-specific numbers (e.g. ``log_z``, ``log_z_stderr`` and
         the sandwich ``log_likelihood_lower`` / ``log_likelihood_upper`` of AIS).
+    :ivar bool bound: the per-example values are lower bounds on :math:`\\log p(x)` (e.g. a
+        DBM's mean-field bound), not estimates of it.
     """
 
     mean: float
@@ -61,6 +63,7 @@ class LogLikelihood:
     ess: torch.Tensor | None = None
     khat: torch.Tensor | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    bound: bool = False
 
     def __post_init__(self) -> None:
         n = int(self.per_example.numel())
@@ -101,8 +104,8 @@ class LogLikelihood:
 
     @property
     def is_exact(self) -> bool:
-        """No Monte Carlo error: an exact log-likelihood."""
-        return self.mc_stderr == 0 and "log_z" not in self.diagnostics
+        """An exact log-likelihood: no Monte Carlo error and not a bound."""
+        return self.mc_stderr == 0 and not self.bound
 
     @property
     def khat_share(self) -> float:
@@ -190,6 +193,7 @@ class LogLikelihood:
             "num_examples": self.num_examples,
             "num_samples": self.num_samples,
             "estimator": self.estimator,
+            "bound": self.bound,
             "ess_median": float(ess.median()) if ess.numel() else None,
             "ess_min": float(ess.min()) if ess.numel() else None,
             "khat_median": float(k.median()) if k.numel() else None,

@@ -166,7 +166,7 @@ def pretraining_stages(model, config: AutoencoderConfig, lr: float):
     without pre-training."""
     from pyro.infer import Trace_ELBO
 
-    from pyrogen.families.rbm import rbm_validation, sgd
+    from pyrogen.families.rbm import cd_learner
     from pyrogen.infer import ContrastiveDivergence
     from pyrogen.models.greedy import greedy_stages
     from pyrogen.train import SVILearner
@@ -179,19 +179,9 @@ def pretraining_stages(model, config: AutoencoderConfig, lr: float):
 
         def learner_for(k, rbm):
             gaussian = "gaussian" in (rbm.visible_units, rbm.hidden_units)
-            optimizer = sgd(
-                [rbm.weight],
-                [rbm.visible_bias, rbm.hidden_bias],
-                config.gaussian_lr if gaussian else config.rbm_lr,
-                config.momentum,
-                config.weight_decay,
-            )
-            return SVILearner(
-                rbm,
-                ContrastiveDivergence(config.cd_k),
-                optimizer=optimizer,
-                evaluate_fn=rbm_validation(rbm),
-            )
+            lr = config.gaussian_lr if gaussian else config.rbm_lr
+            loss = ContrastiveDivergence(config.cd_k)
+            return cd_learner(rbm, loss, lr, config.momentum, config.weight_decay)
 
         stages = greedy_stages(
             parts, learner_for, config.pretrain_epochs, sample=True, prefix="rbm"

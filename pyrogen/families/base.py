@@ -21,6 +21,7 @@ cover it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -182,13 +183,60 @@ class Family(ABC):
 
     def log_likelihood(self, model, config, data, **options):
         """``model.log_likelihood(data, **options)`` with this config's evaluation options
-        (explicit ``options`` win)."""
+        (explicit ``options`` win). ``num_samples`` is also accepted, for one release, as
+        the old name of an AIS family's ``num_chains`` (and ignored by exact families)."""
+        if "num_samples" in options and self.sample_option != "num_samples":
+            value = options.pop("num_samples")
+            warnings.warn(
+                f"{self.name}: log_likelihood(num_samples=...) is deprecated; "
+                + (f"use {self.sample_option}=" if self.sample_option else "it is exact"),
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if self.sample_option is not None:
+                options[self.sample_option] = value
         return model.log_likelihood(data, **{**self.evaluation_options(config), **options})
+
+    def sample(self, model, num_samples: int) -> torch.Tensor:
+        """Deprecated (removed in the next release): ``model.sample(num_samples)``, or with
+        ``mean=True`` where the model has conditional means, flattened to ``(n, D)`` in
+        [0, 1], what this method returned before."""
+        warnings.warn(
+            f"{self.name}: Family.sample is deprecated; use model.sample(n)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        kwargs = {"mean": True} if getattr(model, "has_mean_samples", False) else {}
+        x = model.to_unit_interval(model.sample(num_samples, **kwargs))
+        return x.reshape(num_samples, -1)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "learner" in cls.__dict__:
+            cls.learner = _accepting_steps_per_epoch(cls.__dict__["learner"])
 
     def evaluate(self, model, config, data, **options):
         """What ``pyrogen evaluate`` reports: the test log-likelihood for a density model
         (:meth:`log_likelihood`); deterministic families report their reconstruction."""
         return self.log_likelihood(model, config, data, **options)
+
+
+def _accepting_steps_per_epoch(learner):
+    """Let ``Family.learner`` take the old ``steps_per_epoch`` keyword for one release (the
+    engine hands the steps per epoch to the learner now)."""
+
+    @functools.wraps(learner)
+    def wrapped(self, model, config, lr, *args, steps_per_epoch=None, **kwargs):
+        if steps_per_epoch is not None:
+            warnings.warn(
+                f"{self.name}: learner(..., steps_per_epoch=...) is deprecated and ignored: "
+                "the training engine tells the learner its steps per epoch",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return learner(self, model, config, lr, *args, **kwargs)
+
+    return wrapped
 
 
 def register(cls: type[Family]) -> type[Family]:

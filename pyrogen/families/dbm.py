@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pyrogen.families.base import DataInfo, Family, option, register, sizes
-from pyrogen.families.rbm import rbm_validation, sgd
+from pyrogen.families.rbm import cd_learner, sgd
 
 
 def _layer_alias(index: int):
@@ -79,14 +79,7 @@ class DBMFamily(Family):
             )
 
         def rbm_learner(k, rbm):
-            opt = sgd(
-                [rbm.weight],
-                [rbm.visible_bias, rbm.hidden_bias],
-                lr,
-                config.momentum,
-                config.weight_decay,
-            )
-            return SVILearner(rbm, pcd(), optimizer=opt, evaluate_fn=rbm_validation(rbm))
+            return cd_learner(rbm, pcd(), lr, config.momentum, config.weight_decay)
 
         joint = SVILearner(
             model,

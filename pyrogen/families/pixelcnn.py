@@ -8,11 +8,15 @@ exact negative log-likelihood) and scored by their exact log-likelihood.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
+from pyrogen.distributions.pixelcnn import PixelCNN, PixelRNN
 from pyrogen.families.base import DataInfo, Family, choice, option, register
+from pyrogen.nn.masked import PixelCNNNet
+from pyrogen.nn.pixelrnn import PixelRNNNet
 
 _OUTPUTS = ("bernoulli", "categorical")
 _OUTPUT_HELP = (
@@ -95,6 +99,19 @@ class _ImageAutoregressiveFamily(Family):
 
         return SVILearner(model, Trace_ELBO(max_plate_nesting=1), lr=lr)
 
+    #: the network class (built from the config's fields) and the distribution reading it
+    net_cls: type
+    distribution_cls: type
+
+    def build(self, config, info: DataInfo) -> torch.nn.Module:
+        """``net_cls(image_shape, **config)`` read by ``distribution_cls``, over one-channel
+        images ``(1, H, W)``."""
+        from pyrogen.models.autoregressive import AutoregressiveModel
+
+        shape = _image_shape(info)
+        net = self.net_cls(shape, **dataclasses.asdict(config))
+        return AutoregressiveModel(net, self.distribution_cls, (1, *shape))
+
     def evaluation_options(self, config) -> dict:
         return {"batch_size": 100}
 
@@ -106,24 +123,8 @@ class PixelCNNFamily(_ImageAutoregressiveFamily):
     config_cls = PixelCNNConfig
     smoke_config = {"hidden": 8, "layers": 1, "first_kernel": 3, "gated": True}
     default_lr = 3e-3  # faster than 1e-3 on binarized MNIST in short CPU runs, and stable
-
-    def build(self, config: PixelCNNConfig, info: DataInfo) -> torch.nn.Module:
-        from pyrogen.distributions.pixelcnn import PixelCNN
-        from pyrogen.models.autoregressive import AutoregressiveModel
-        from pyrogen.nn.masked import PixelCNNNet
-
-        shape = _image_shape(info)
-        net = PixelCNNNet(
-            shape,
-            hidden=config.hidden,
-            layers=config.layers,
-            kernel=config.kernel,
-            first_kernel=config.first_kernel,
-            gated=config.gated,
-            output=config.output,
-            levels=config.levels,
-        )
-        return AutoregressiveModel(net, PixelCNN, (1, *shape))
+    net_cls = PixelCNNNet
+    distribution_cls = PixelCNN
 
 
 @register
@@ -132,20 +133,5 @@ class PixelRNNFamily(_ImageAutoregressiveFamily):
     description = "PixelRNN with Row LSTM layers, exact log-likelihood"
     config_cls = PixelRNNConfig
     smoke_config = {"hidden": 8, "first_kernel": 3}
-
-    def build(self, config: PixelRNNConfig, info: DataInfo) -> torch.nn.Module:
-        from pyrogen.distributions.pixelcnn import PixelRNN
-        from pyrogen.models.autoregressive import AutoregressiveModel
-        from pyrogen.nn.pixelrnn import PixelRNNNet
-
-        shape = _image_shape(info)
-        net = PixelRNNNet(
-            shape,
-            hidden=config.hidden,
-            layers=config.layers,
-            kernel=config.kernel,
-            first_kernel=config.first_kernel,
-            output=config.output,
-            levels=config.levels,
-        )
-        return AutoregressiveModel(net, PixelRNN, (1, *shape))
+    net_cls = PixelRNNNet
+    distribution_cls = PixelRNN

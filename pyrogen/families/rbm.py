@@ -50,6 +50,17 @@ def sgd(weights, biases, lr: float, momentum: float, weight_decay: float):
     )
 
 
+def cd_learner(rbm, loss, lr: float, momentum: float, weight_decay: float):
+    """The learner of an RBM-like model (``weight``, ``visible_bias``, ``hidden_bias``):
+    :class:`~pyrogen.train.SVILearner` with a contrastive-divergence ``loss``, :func:`sgd`
+    and :func:`rbm_validation`. The ``rbm`` family, DBM pre-training and the deep
+    autoencoder's RBM pre-training all use it."""
+    from pyrogen.train import SVILearner
+
+    optimizer = sgd([rbm.weight], [rbm.visible_bias, rbm.hidden_bias], lr, momentum, weight_decay)
+    return SVILearner(rbm, loss, optimizer=optimizer, evaluate_fn=rbm_validation(rbm))
+
+
 def rbm_validation(rbm):
     """Validation numbers of an RBM-like model that need no partition function: the mean
     free energy and the squared error of its one-step mean-field reconstruction, per
@@ -81,19 +92,11 @@ class RBMFamily(Family):
 
     def learner(self, model, config: RBMConfig, lr: float):
         from pyrogen.infer import ContrastiveDivergence
-        from pyrogen.train import SVILearner
 
-        optimizer = sgd(
-            [model.weight],
-            [model.visible_bias, model.hidden_bias],
-            lr,
-            config.momentum,
-            config.weight_decay,
-        )
         loss = ContrastiveDivergence(
             config.cd_k, persistent=config.persistent, num_chains=config.chains or None
         )
-        return SVILearner(model, loss, optimizer=optimizer, evaluate_fn=rbm_validation(model))
+        return cd_learner(model, loss, lr, config.momentum, config.weight_decay)
 
     def evaluation_options(self, config: RBMConfig) -> dict:
         return {"betas": config.ais_betas}

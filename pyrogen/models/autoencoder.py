@@ -99,7 +99,7 @@ from torch import nn
 from pyrogen._checks import check_finite
 from pyrogen.distributions import IndependentBernoulli
 from pyrogen.evaluate.result import ReconstructionScore
-from pyrogen.models.base import PyroModel, renamed_argument
+from pyrogen.models.base import PyroModel
 from pyrogen.models.greedy import StackRBM
 
 __all__ = ["ACTIVATIONS", "CORRUPTIONS", "OUTPUTS", "Autoencoder"]
@@ -195,53 +195,30 @@ class Autoencoder(PyroModel):
     # ---- constructors of the named kinds -------------------------------------------
 
     @classmethod
-    def linear(
-        cls, num_features: int | None = None, code: int = 30, *, num_inputs=None, **kwargs
-    ) -> Autoencoder:
+    def linear(cls, num_features: int, code: int, **kwargs) -> Autoencoder:
         """One linear layer each way, squared error: learns the top-``code`` principal
-        subspace. (``num_inputs``: deprecated name of ``num_features``.)"""
-        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features)
+        subspace."""
         kwargs.setdefault("output", "gaussian")
         return cls((num_features, code), "linear", "linear", **kwargs)
 
     @classmethod
     def nonlinear(
-        cls,
-        num_features: int | None = None,
-        hidden: int = 500,
-        activation: str = "sigmoid",
-        *,
-        num_inputs=None,
-        **kwargs,
+        cls, num_features: int, hidden: int, activation: str = "sigmoid", **kwargs
     ) -> Autoencoder:
-        """One hidden layer of ``activation`` units (the code). (``num_inputs``: deprecated
-        name of ``num_features``.)"""
-        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features)
+        """One hidden layer of ``activation`` units (the code)."""
         return cls((num_features, hidden), activation, activation, **kwargs)
 
     @classmethod
     def deep(
-        cls,
-        num_features: int = 625,
-        hidden: Sequence[int] = (2000, 1000, 500, 30),
-        *,
-        num_inputs=None,
-        **kwargs,
+        cls, num_features: int = 625, hidden: Sequence[int] = (2000, 1000, 500, 30), **kwargs
     ) -> Autoencoder:
         """Hinton & Salakhutdinov's deep autoencoder: logistic hidden layers, linear code
-        (default ``625-2000-1000-500-30``, their face architecture). (``num_inputs``:
-        deprecated name of ``num_features``.)"""
-        num_features = renamed_argument("num_inputs", "num_features", num_inputs, num_features, 625)
+        (default ``625-2000-1000-500-30``, their face architecture)."""
         kwargs.setdefault("activation", "sigmoid")
         kwargs.setdefault("code_activation", "linear")
         return cls((num_features, *hidden), **kwargs)
 
     # ---- parts -----------------------------------------------------------------------
-
-    @property
-    def num_inputs(self) -> int:
-        """Deprecated alias of :attr:`num_features`."""
-        return self.num_features
 
     @property
     def code_size(self) -> int:

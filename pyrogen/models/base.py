@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -57,7 +56,6 @@ __all__ = [
     "Representation",
     "default_image_shape",
     "logit_of_mean",
-    "renamed_argument",
 ]
 
 _instance_ids = itertools.count()
@@ -79,20 +77,6 @@ def default_image_shape(
             f"(product {math.prod(shape)})"
         )
     return shape
-
-
-def renamed_argument(old: str, new: str, value: Any, current: Any, default: Any = None) -> Any:
-    """Resolve a keyword renamed in this release: returns ``value`` (the old keyword's) with
-    a :class:`DeprecationWarning` when it was given, ``current`` (the new keyword's)
-    otherwise; giving both is a TypeError."""
-    if value is None:
-        return current
-    if current is not None and current is not default and current != default:
-        raise TypeError(f"give {new!r} only ({old!r} is its deprecated name)")
-    warnings.warn(
-        f"the argument {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3
-    )
-    return value
 
 
 class PyroModel(PyroModule):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pyrogen.distributions.dbm import DBM, pretraining_scales
-from pyrogen.models.base import logit_of_mean, renamed_argument
+from pyrogen.models.base import logit_of_mean
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.greedy import StackRBM
 
@@ -41,7 +41,6 @@ class DeepBoltzmannMachine(EnergyModel):
     :param hidden: hidden layer sizes, 2 or 3 of them (e.g. ``(500, 1000)``).
     :param pixel_mean: training pixel means (visible-bias initialisation).
     :param image_shape: for sample grids.
-    :param num_visible: deprecated name of ``num_features``.
     """
 
     name_prefix = "dbm"
@@ -49,18 +48,13 @@ class DeepBoltzmannMachine(EnergyModel):
 
     def __init__(
         self,
-        num_features: int | None = None,
+        num_features: int,
         hidden: Sequence[int] = (500, 1000),
         pixel_mean: torch.Tensor | None = None,
         image_shape: Sequence[int] | None = None,
         init_scale: float = 0.01,
         name: str | None = None,
-        *,
-        num_visible: int | None = None,
     ) -> None:
-        num_features = renamed_argument("num_visible", "num_features", num_visible, num_features)
-        if num_features is None:
-            raise TypeError("DeepBoltzmannMachine needs num_features")
         hidden = tuple(int(h) for h in hidden)
         if len(hidden) not in (2, 3) or min(hidden) < 1:
             raise ValueError(f"hidden must list 2 or 3 positive layer sizes, got {hidden}")

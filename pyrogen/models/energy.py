@@ -24,8 +24,10 @@ from typing import ClassVar
 import pyro
 import torch
 from pyro.nn import pyro_method
+from torch import nn
 
 from pyrogen._effects import data_plate, params_observed
+from pyrogen.evaluate.dispatch import check_options
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.models.base import GenerativeModel
 
@@ -44,6 +46,22 @@ class EnergyModel(GenerativeModel):
     default_sample_steps: ClassVar[int] = 1000
     #: names of the parameters passed to the distribution, in order
     parameter_names: ClassVar[tuple[str, ...]] = ("weight", "visible_bias", "hidden_bias")
+
+    def _init_layer_parameters(self, hidden: int, init_scale: float) -> None:
+        """``weight`` :math:`\\mathcal N(0, s^2)` of shape ``(num_features, hidden)``, zero
+        ``visible_bias`` and ``hidden_bias``: the initialisation of Hinton's practical guide
+        (2010) shared by every RBM-like model (``hidden`` is checked and stored)."""
+        if int(hidden) < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.hidden = int(hidden)
+        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
+        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
+        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
+
+    @property
+    def num_hidden(self) -> int:
+        """Deprecated alias of :attr:`hidden` (a layer width; DBMs list several)."""
+        return self.hidden
 
     def _distribution_parameters(self) -> list[torch.Tensor]:
         """The parameters, read through Pyro when a handler can observe them (SVI needs
@@ -116,29 +134,13 @@ class EnergyModel(GenerativeModel):
 
     # ---- scoring ----------------------------------------------------------------------
 
-    def log_likelihood(
-        self,
-        data,
-        *,
-        num_chains: int = 100,
-        betas: int | torch.Tensor = 14500,
-        base_data: torch.Tensor | None = None,
-        batch_size: int = 1000,
-        progress: bool = True,
-        mean_field_iters: int = 100,
-    ):
+    def log_likelihood(self, data, **options):
         """Mean test log-likelihood :math:`-F(v) - \\log Z` of ``data`` with an exact (small
-        models) or AIS partition function; see
-        :func:`~pyrogen.evaluate.energy_log_likelihood` for the options."""
+        models) or AIS partition function. ``options`` are those of
+        :func:`~pyrogen.evaluate.energy_log_likelihood` (``num_chains=100``,
+        ``betas=14500``, ``base_data``, ``batch_size``, ``progress``, ``mean_field_iters``);
+        others are a TypeError naming them."""
+        check_options(energy_log_likelihood, options, f"{type(self).__name__}.log_likelihood", 2)
         if hasattr(data, "tensor") and callable(data.tensor):  # a pyrogen dataset
             data = data.tensor()
-        return energy_log_likelihood(
-            self.distribution(),
-            self._prepare(data, "data"),
-            num_chains=num_chains,
-            betas=betas,
-            base_data=base_data,
-            batch_size=batch_size,
-            progress=progress,
-            mean_field_iters=mean_field_iters,
-        )
+        return energy_log_likelihood(self.distribution(), self._prepare(data, "data"), **options)

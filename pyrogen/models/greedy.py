@@ -41,7 +41,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from pyro.infer.util import is_validation_enabled
-from torch import nn
 
 from pyrogen._checks import check_finite
 from pyrogen.distributions import BernoulliRBM, GaussianHiddenRBM, GaussianRBM
@@ -103,16 +102,11 @@ class StackRBM(EnergyModel):
                 "visible_scale must be positive, and 1 for binary visible units; got "
                 f"{visible_scale} for {visible_units} units"
             )
-        if int(hidden) < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
         super().__init__(num_features, (1, int(num_features)), name)
-        self.hidden = int(hidden)
+        self._init_layer_parameters(hidden, init_scale)
         self.visible_units, self.hidden_units = visible_units, hidden_units
         self.visible_scale = float(visible_scale)
         self.up_copies, self.down_copies = int(up), int(down)
-        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
-        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
-        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
         if pixel_mean is not None:
             with torch.no_grad():
                 if visible_units == "binary":

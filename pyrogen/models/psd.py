@@ -55,7 +55,6 @@ from torch import nn
 from pyrogen._checks import check_data, like_input
 from pyrogen.infer.dictionary import update_dictionary
 from pyrogen.infer.lasso import LassoResult, lasso_fista
-from pyrogen.models.base import renamed_argument
 
 __all__ = ["PSD", "PSDLearner"]
 
@@ -63,7 +62,7 @@ __all__ = ["PSD", "PSDLearner"]
 class PSD(nn.Module):
     """Predictive sparse decomposition (see module docs).
 
-    :param int num_features: :math:`d`, the data width (``n_features``: its deprecated name).
+    :param int num_features: :math:`d`, the data width.
     :param int n_atoms: :math:`k`.
     :param float alpha: weight of :math:`\\lVert z \\rVert_1` (half the paper's
         :math:`\\lambda`).
@@ -74,29 +73,27 @@ class PSD(nn.Module):
 
     def __init__(
         self,
-        num_features: int | None = None,
-        n_atoms: int | None = None,
+        num_features: int,
+        n_atoms: int,
         alpha: float = 0.1,
         beta: float = 1.0,
         *,
         tol: float = 1e-3,
         max_iter: int = 500,
-        n_features: int | None = None,
     ) -> None:
         super().__init__()
-        n_features = renamed_argument("n_features", "num_features", n_features, num_features)
-        for name, v in (("num_features", n_features), ("n_atoms", n_atoms)):
-            if v is None or isinstance(v, bool) or int(v) != v or v <= 0:
+        for name, v in (("num_features", num_features), ("n_atoms", n_atoms)):
+            if isinstance(v, bool) or int(v) != v or v <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if not (math.isfinite(alpha) and alpha >= 0) or not (math.isfinite(beta) and beta > 0):
             raise ValueError(f"need alpha >= 0 and beta > 0, got alpha={alpha}, beta={beta}")
-        self.num_features, self.n_atoms = int(n_features), int(n_atoms)
+        self.num_features, self.n_atoms = int(num_features), int(n_atoms)
         self.alpha, self.beta, self.tol, self.max_iter = float(alpha), float(beta), tol, max_iter
-        bound = 1.0 / math.sqrt(n_features)
-        self.weight = nn.Parameter(torch.empty(n_atoms, n_features).uniform_(-bound, bound))
+        bound = 1.0 / math.sqrt(num_features)
+        self.weight = nn.Parameter(torch.empty(n_atoms, num_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(n_atoms))
         self.gain = nn.Parameter(torch.ones(n_atoms))
-        atoms = torch.randn(n_atoms, n_features)
+        atoms = torch.randn(n_atoms, num_features)
         self.register_buffer("components", atoms / atoms.norm(dim=1, keepdim=True))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
@@ -193,11 +190,6 @@ class PSD(nn.Module):
     def reconstruct(self, X) -> torch.Tensor | np.ndarray:
         """The decoded test-time codes, ``inverse_transform(transform(X))``."""
         return self.inverse_transform(self.transform(X))
-
-    @property
-    def n_features(self) -> int:
-        """Deprecated alias of :attr:`num_features`."""
-        return self.num_features
 
 
 class PSDLearner:

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import torch
 from pyro.infer.util import is_validation_enabled
-from torch import nn
 
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.distributions.replicated_softmax import ReplicatedSoftmaxRBM, check_counts
-from pyrogen.models.base import logit_of_mean, renamed_argument
+from pyrogen.models.base import logit_of_mean
 from pyrogen.models.energy import EnergyModel
 
 __all__ = ["RBM", "ReplicatedSoftmax"]
@@ -39,35 +38,21 @@ class RBM(EnergyModel):
     :param pixel_mean: ``(V,)`` training-set means for the visible-bias initialisation.
     :param image_shape: ``(H, W)`` of the visible units, for filters and sample grids.
     :param float init_scale: standard deviation of the initial weights.
-    :param num_visible: deprecated name of ``num_features``.
-    :param num_hidden: deprecated name of ``hidden``.
     """
 
     name_prefix = "rbm"
 
     def __init__(
         self,
-        num_features: int | None = None,
-        hidden: int | None = None,
+        num_features: int,
+        hidden: int,
         pixel_mean: torch.Tensor | None = None,
         image_shape: Sequence[int] | None = None,
         init_scale: float = 0.01,
         name: str | None = None,
-        *,
-        num_visible: int | None = None,
-        num_hidden: int | None = None,
     ) -> None:
-        num_features = renamed_argument("num_visible", "num_features", num_visible, num_features)
-        hidden = renamed_argument("num_hidden", "hidden", num_hidden, hidden)
-        if num_features is None or hidden is None:
-            raise TypeError("RBM needs num_features and hidden")
-        if int(hidden) < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
         super().__init__(num_features, image_shape, name)
-        self.hidden = int(hidden)
-        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
-        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
-        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
+        self._init_layer_parameters(hidden, init_scale)
         if pixel_mean is not None:
             with torch.no_grad():
                 self.visible_bias.copy_(logit_of_mean(pixel_mean, self.visible_bias))
@@ -76,11 +61,6 @@ class RBM(EnergyModel):
     def num_visible(self) -> int:
         """The visible units (the data width), :attr:`num_features`."""
         return self.num_features
-
-    @property
-    def num_hidden(self) -> int:
-        """Deprecated alias of :attr:`hidden`."""
-        return self.hidden
 
     def distribution(self, **kwargs) -> BernoulliRBM:
         """The RBM with the current parameters, as a distribution over the visible units."""
@@ -116,36 +96,23 @@ class ReplicatedSoftmax(EnergyModel):
     :param int hidden: :math:`H` (the "topics").
     :param word_counts: ``(K,)`` total training counts per word, for the bias initialisation.
     :param int document_length: words per document of :meth:`sample` when none is given.
-    :param vocab_size: deprecated name of ``num_features``.
-    :param num_hidden: deprecated name of ``hidden``.
     """
 
     name_prefix = "rsm"
 
     def __init__(
         self,
-        num_features: int | None = None,
-        hidden: int | None = None,
+        num_features: int,
+        hidden: int,
         word_counts: torch.Tensor | None = None,
         init_scale: float = 0.01,
         name: str | None = None,
         *,
         document_length: int | None = None,
-        vocab_size: int | None = None,
-        num_hidden: int | None = None,
     ) -> None:
-        num_features = renamed_argument("vocab_size", "num_features", vocab_size, num_features)
-        hidden = renamed_argument("num_hidden", "hidden", num_hidden, hidden)
-        if num_features is None or hidden is None:
-            raise TypeError("ReplicatedSoftmax needs num_features (the vocabulary size) and hidden")
-        if int(hidden) < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
         super().__init__(num_features, (1, int(num_features)), name)
-        self.hidden = int(hidden)
+        self._init_layer_parameters(hidden, init_scale)
         self.document_length = None if document_length is None else int(document_length)
-        self.weight = nn.Parameter(torch.randn(self.num_features, self.hidden) * init_scale)
-        self.visible_bias = nn.Parameter(torch.zeros(self.num_features))
-        self.hidden_bias = nn.Parameter(torch.zeros(self.hidden))
         if word_counts is not None:
             with torch.no_grad():
                 counts = torch.as_tensor(word_counts, dtype=torch.float32).reshape(-1) + 1.0
@@ -155,11 +122,6 @@ class ReplicatedSoftmax(EnergyModel):
     def vocab_size(self) -> int:
         """The vocabulary size, :attr:`num_features`."""
         return self.num_features
-
-    @property
-    def num_hidden(self) -> int:
-        """Deprecated alias of :attr:`hidden`."""
-        return self.hidden
 
     def distribution(self, **kwargs) -> ReplicatedSoftmaxRBM:
         """The replicated-softmax RBM with the current parameters (``length``: the document

@@ -34,8 +34,9 @@ import torch
 from pyro.nn import pyro_method
 
 from pyrogen.distributions import IndependentBernoulli
+from pyrogen.evaluate.dispatch import check_options
 from pyrogen.evaluate.importance import importance_log_likelihood
-from pyrogen.models.base import GenerativeModel, logit_of_mean, renamed_argument
+from pyrogen.models.base import GenerativeModel, logit_of_mean
 from pyrogen.nn import MLP, GaussianHead
 
 __all__ = ["BURDA_ARCHITECTURES", "VAE"]
@@ -65,8 +66,6 @@ class VAE(GenerativeModel):
     :param str activation: hidden nonlinearity (``"tanh"`` as in the paper).
     :param str name: Pyro name prefix of the parameters. Defaults to a fresh ``"vae<N>"`` so
         that two instances in one process never share entries of Pyro's param store.
-    :param num_pixels: deprecated name of ``num_features``.
-    :param hidden_dims: deprecated name of ``hidden``.
 
     Use :meth:`burda` for the paper's architectures.
     """
@@ -76,20 +75,15 @@ class VAE(GenerativeModel):
 
     def __init__(
         self,
-        num_features: int | None = None,
+        num_features: int = 784,
         latent_dims: Sequence[int] = (50,),
         hidden: Sequence[Sequence[int]] = ((200, 200),),
         image_shape: Sequence[int] | None = None,
         pixel_mean: torch.Tensor | None = None,
         activation: str = "tanh",
         name: str | None = None,
-        *,
-        num_pixels: int | None = None,
-        hidden_dims: Sequence[Sequence[int]] | None = None,
     ) -> None:
-        num_features = renamed_argument("num_pixels", "num_features", num_pixels, num_features)
-        hidden = renamed_argument("hidden_dims", "hidden", hidden_dims, hidden, ((200, 200),))
-        super().__init__(784 if num_features is None else num_features, image_shape, name)
+        super().__init__(num_features, image_shape, name)
         latent_dims = tuple(int(d) for d in latent_dims)
         hidden = tuple(tuple(int(h) for h in hs) for hs in hidden)
         if not latent_dims:
@@ -129,11 +123,6 @@ class VAE(GenerativeModel):
     @property
     def num_layers(self) -> int:
         return len(self.latent_dims)
-
-    @property
-    def num_pixels(self) -> int:
-        """Deprecated alias of :attr:`num_features`."""
-        return self.num_features
 
     @torch.no_grad()
     def init_output_bias(self, pixel_mean: torch.Tensor, eps: float = 1e-3) -> None:
@@ -195,36 +184,21 @@ class VAE(GenerativeModel):
             logits = self.model(None, num_samples=int(num_samples))
         return torch.sigmoid(logits) if mean else tr.trace.nodes["x"]["value"]
 
-    def log_likelihood(
-        self,
-        data,
-        *,
-        num_samples: int = 5000,
-        batch_size: int = 100,
-        particle_batch_size: int | None = None,
-        max_elements: int = 2**25,
-        device: str | torch.device | None = None,
-        diagnostics: bool = True,
-        progress: bool = True,
-    ):
+    def log_likelihood(self, data, **options):
         """Importance-sampling estimate of the mean test log-likelihood with the guide as
-        proposal (:func:`~pyrogen.evaluate.importance_log_likelihood`; ``num_samples = 5000``
-        is the protocol of Burda et al. 2015), with ESS and PSIS diagnostics."""
+        proposal, with ESS and PSIS diagnostics. ``options`` are those of
+        :func:`~pyrogen.evaluate.importance_log_likelihood` (``num_samples=5000``, the
+        protocol of Burda et al. 2015; ``batch_size``, ``particle_batch_size``,
+        ``max_elements``, ``device``, ``diagnostics``, ``progress``); others are a TypeError
+        naming them."""
+        check_options(importance_log_likelihood, options, "VAE.log_likelihood", 3)
+        if "max_plate_nesting" in options:
+            raise TypeError("VAE.log_likelihood: max_plate_nesting is fixed (1, the data plate)")
         was_training = self.training
         self.eval()
         try:
             return importance_log_likelihood(
-                self.model,
-                self.guide,
-                data,
-                num_samples=num_samples,
-                batch_size=batch_size,
-                particle_batch_size=particle_batch_size,
-                max_elements=max_elements,
-                max_plate_nesting=1,
-                device=device,
-                diagnostics=diagnostics,
-                progress=progress,
+                self.model, self.guide, data, max_plate_nesting=1, **options
             )
         finally:
             self.train(was_training)
