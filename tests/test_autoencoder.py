@@ -398,5 +398,3 @@ def test_representation_protocol_fit_transform_reconstruct():
     err = (ae.reconstruct(x) - x).square().sum(-1).mean()
     baseline = (x - x.mean(0)).square().sum(-1).mean()
     assert err < 0.2 * baseline, (err, baseline)
-    with pytest.warns(DeprecationWarning, match="num_features"):
-        assert Autoencoder.linear(num_inputs=8, code=2).num_features == 8
