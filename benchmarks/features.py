@@ -15,10 +15,11 @@ classifier is trained on them:
 * **k-means** (``pyrogen.models.KMeansFeatures``): ``--atoms`` centres by k-means++ and
   Lloyd iterations, "triangle" activations ``max(0, mean_k z_k - z_k)`` (Coates, Lee & Ng
   2011);
-* **autoencoder** (``pyrogen.models.Autoencoder.nonlinear``): one hidden layer of
-  ``--atoms`` sigmoid units, cross-entropy reconstruction (Bernoulli output on the logits),
-  trained with Adam (lr 1e-3, batch 100) for ``--ae-epochs`` epochs; the features are the
-  hidden units.
+* **autoencoder** (the ``autoencoder`` family, ``kind="nonlinear"``: an
+  ``Autoencoder.nonlinear``): one hidden layer of ``--atoms`` sigmoid units, cross-entropy
+  reconstruction (Bernoulli output on the logits), trained with Adam (lr 1e-3, batch 100)
+  for ``--ae-epochs`` epochs through :class:`pyrogen.runs.Run`, as ``pyrogen train
+  autoencoder`` does; the features are the hidden units.
 
 Classifier: ``sklearn.linear_model.LogisticRegression`` (multinomial, L-BFGS, at most 500
 iterations) on standardized features (``StandardScaler`` fitted on the training features).
@@ -53,10 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
-from pyrogen.models import Autoencoder, KMeansFeatures, SparseCoding  # noqa: E402
+from pyrogen.models import KMeansFeatures, SparseCoding  # noqa: E402
+from pyrogen.runs import Run, RunConfig  # noqa: E402
 
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 ROWS = ("raw pixels", "PCA", "sparse coding", "k-means (triangle)", "autoencoder")
+#: the registered data set of each set's name (a label of the autoencoder's run)
+DATASETS = {"MNIST": "mnist", "Caltech-101 Silhouettes": "caltech101_silhouettes"}
 
 
 def load_sets(quick: bool, mnist_train: int) -> dict:
@@ -117,26 +121,29 @@ def kmeans_features(xtr, others, k, seed=0):
     return [km.transform(x) for x in (xtr, *others)], {"lloyd_iterations": km.n_iter_}
 
 
-def autoencoder_features(xtr, others, hidden, epochs, seed=0):
-    torch.manual_seed(seed)
-    ae = Autoencoder.nonlinear(
-        xtr.shape[1], hidden, "sigmoid", output="bernoulli", pixel_mean=xtr.mean(0)
+def autoencoder_features(xtr, others, hidden, epochs, seed=0, dataset=""):
+    """Hidden units of a one-layer sigmoid autoencoder (the ``autoencoder`` family with
+    ``kind="nonlinear"``, Bernoulli cross-entropy), built and trained with Adam (lr 1e-3,
+    batch 100) through :class:`pyrogen.runs.Run`, as ``pyrogen train autoencoder`` does."""
+    run = Run(
+        RunConfig(
+            "autoencoder",
+            {"kind": "nonlinear", "hidden": str(hidden), "activation": "sigmoid"},
+            dataset=dataset,
+            epochs=epochs,
+            batch_size=100,
+            lr=1e-3,
+            seed=seed,
+            device="cpu",
+            validate=False,
+        )
     )
-    opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    n = xtr.shape[0]
-    ae.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, 100):
-            loss = ae.reconstruction_error(xtr[order[i : i + 100]]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    ae.eval()
+    run.train(train_data=xtr, progress=False)
+    score = run.evaluate(xtr)  # the reconstruction on the training images, clean input
+    ae = run.model.eval()
     with torch.no_grad():
-        err = float(ae.reconstruction_error(xtr).mean())
-        return [ae.encode(x) for x in (xtr, *others)], {"train_cross_entropy": err}
+        features = [ae.encode(x) for x in (xtr, *others)]
+    return features, {"train_cross_entropy": score.reconstruction_error}
 
 
 # ---------------------------------------------------------------- classifier
@@ -180,7 +187,9 @@ def run_set(name, data, args) -> dict:
         elif row == "k-means (triangle)":
             feats, info = kmeans_features(xtr, (xva, xte), args.atoms)
         else:
-            feats, info = autoencoder_features(xtr, (xva, xte), args.atoms, args.ae_epochs)
+            feats, info = autoencoder_features(
+                xtr, (xva, xte), args.atoms, args.ae_epochs, dataset=DATASETS.get(name, "")
+            )
         feature_s = time.perf_counter() - start
         feats = [torch.as_tensor(f).double().numpy() for f in feats]
         acc = linear_accuracy(feats[0], ys[0], feats[1], ys[1], feats[2], ys[2])
