@@ -7,6 +7,12 @@ spec; jupyter_client substitutes ``sys.executable`` for its ``python``), so it s
 installed pyrogen. It inherits this process's environment: ``PYROGEN_DATA`` decides whether a
 notebook uses the real data files or its shipped fallback, nothing is ever downloaded
 (``PYROGEN_NO_DOWNLOAD=1``), figures go to matplotlib's Agg backend, and torch uses one thread.
+``.ci/run`` runs this file twice: with the data folder, and as a fresh clone sees it (no
+``PYROGEN_DATA``, an empty cache folder), where every tutorial must run on shipped data.
+
+Tutorials show the current API: a setup cell run before the notebook's own (and not stored in
+it) turns every ``DeprecationWarning`` that pyrogen raises into an error, whether the notebook
+called a deprecated name or pyrogen did internally.
 """
 
 from __future__ import annotations
@@ -28,6 +34,30 @@ TIMEOUT_S = 600  # per cell
 #: Every family reports a test log-likelihood (see DESIGN.md, "Evaluation protocol"), and
 #: ``LogLikelihood.summary()`` prints it as "test log-likelihood: <mean> ± <stderr> nats...".
 LOG_LIKELIHOOD = re.compile(r"test log-likelihood: (-?\d+\.\d+) ± (\d+\.\d+) nats")
+
+
+#: Run in the kernel before the notebook: a DeprecationWarning raised by pyrogen's own code
+#: (``warnings.warn`` called from a ``pyrogen`` module) becomes an error that names it.
+#: Filtering by module would not do: pyrogen warns with ``stacklevel`` pointing at the
+#: caller, so a notebook's deprecated call is attributed to ``__main__``.
+STRICT_DEPRECATIONS = """\
+import sys
+import warnings
+
+_pyrogen_warn = warnings.warn
+
+
+def _strict_warn(message, category=None, stacklevel=1, *args, **kwargs):
+    if category is None:
+        category = type(message) if isinstance(message, Warning) else UserWarning
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if caller.split(".")[0] == "pyrogen" and issubclass(category, DeprecationWarning):
+        raise category(f"a tutorial used a deprecated pyrogen API: {message}")
+    return _pyrogen_warn(message, category, stacklevel + 1, *args, **kwargs)
+
+
+warnings.warn = _strict_warn
+"""
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -87,6 +117,7 @@ def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(STRICT_DEPRECATIONS))
     client = nbclient.NotebookClient(
         nb,
         timeout=TIMEOUT_S,
