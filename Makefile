@@ -18,7 +18,7 @@ DATASET ?= auto
 DEMO_OUT ?= runs/demo
 DEMO_FLAGS ?=
 
-.PHONY: setup demo test lint format bench tutorials clean
+.PHONY: setup demo test lint format bench tutorials docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,12 +38,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pyrogen tests benchmarks tutorials
-	$(VENV)/bin/ruff format --check pyrogen tests benchmarks tutorials
+	$(VENV)/bin/ruff check pyrogen tests benchmarks tutorials docs
+	$(VENV)/bin/ruff format --check pyrogen tests benchmarks tutorials docs
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format pyrogen tests benchmarks tutorials
-	$(VENV)/bin/ruff check --fix pyrogen tests benchmarks tutorials
+	$(VENV)/bin/ruff format pyrogen tests benchmarks tutorials docs
+	$(VENV)/bin/ruff check --fix pyrogen tests benchmarks tutorials docs
 
 bench:
 	$(MAKE) EXTRAS=test,bench setup
@@ -53,5 +53,12 @@ bench:
 tutorials: $(STAMP)
 	CI=1 $(PY) -m pytest -q tests/test_tutorials.py
 
+# the API reference (docs/_build/html/index.html), warnings as errors, every public module
+docs:
+	$(MAKE) EXTRAS=test,docs setup
+	rm -rf docs/_build docs/generated
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(PY) docs/check_coverage.py
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info docs/_build docs/generated
