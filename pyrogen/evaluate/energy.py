@@ -62,7 +62,7 @@ def energy_log_likelihood(
             bound = bound or is_bound
         unnorm = torch.cat(parts).double()
         if bound:
-            method = f"mean-field bound ({mean_field_iters} sweeps), " + method
+            method = f"mean-field bound (at most {mean_field_iters} sweeps), " + method
     log_z = float(lp.log_z)
     per_example = (unnorm - log_z).cpu()
     mean = per_example.mean().item()
