@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,3 +100,15 @@ def check_data(X, name: str = "X", num_features: int | None = None) -> torch.Ten
 def like_input(t: torch.Tensor, original) -> Any:
     """``t`` as NumPy when ``original`` was a NumPy array (NumPy in, NumPy out)."""
     return t.cpu().numpy() if isinstance(original, np.ndarray) else t
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside pyrogen, however deep inside
+    the package the warning is raised (so that it points at the user's line)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

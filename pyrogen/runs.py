@@ -195,6 +195,10 @@ class Run:
 
     @property
     def binarization(self) -> str | None:
+        """The binarization the data set is loaded with (``None`` for data that is not a
+        registered set, such as a benchmark's own, given to :meth:`train`)."""
+        if self.config.dataset not in pdata.DATASETS:
+            return None if self.config.binarize == "auto" else self.config.binarize
         return pdata.default_binarization(self.config.dataset, self.config.binarize)
 
     def splits(self):

@@ -114,8 +114,9 @@ def test_khat_flags_a_heavy_tailed_proposal(float64):
     good = log_likelihood(m.model, m.guide, x, num_samples=500, progress=False)
     with torch.no_grad():
         m.guide_log_scale.sub_(1.5)  # proposal far too narrow: weights heavy-tailed
-    with pytest.warns(UserWarning, match="k-hat"):
+    with pytest.warns(UserWarning, match="k-hat") as record:
         bad = log_likelihood(m.model, m.guide, x, num_samples=500, progress=False)
+    assert record[0].filename == __file__  # attributed to the caller, not to pyrogen
     assert bad.khat_share > 0.5 and good.khat_share == 0
     assert bad.ess.median() < good.ess.median()
     assert "k-hat" in bad.summary()

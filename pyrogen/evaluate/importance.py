@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyrogen._checks import warn_user
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
 from pyrogen.infer._weights import compute_log_weights, guess_max_plate_nesting, run_particles
 
@@ -196,11 +197,10 @@ def importance_log_likelihood(
     )
     share = result.khat_share
     if share == share and share > 0.05:
-        warnings.warn(
+        warn_user(
             f"PSIS k-hat > {KHAT_THRESHOLD} for {100 * share:.1f}% of the examples: the "
             "importance weights are heavy-tailed there and their log p(x) estimates are "
             "unreliable (biased low). Use more samples or a better-fitted guide.",
-            stacklevel=2,
         )
     return result
 
