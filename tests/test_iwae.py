@@ -1,6 +1,8 @@
 """The IWAE loss: its value against Pyro's RenyiELBO, its gradients against closed forms."""
 
+import contextlib
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -270,3 +272,168 @@ def test_k5_gradient_at_the_posterior_is_the_exact_log_likelihood_gradient(float
         [torch.cat([g.reshape(-1) for g in exact]), torch.zeros(mean.numel() - n_model)]
     )
     assert torch.all((mean - exact).abs() <= 4.5 * se + 1e-8), (mean - exact) / (se + 1e-30)
+
+
+# ---------------------------------------------------------------- a model as users write it
+
+
+class PlainVAE(torch.nn.Module):
+    """Plain modules, ``pyro.module`` and Pyro's own distributions (no pyrogen pieces).
+
+    ``extra_plate`` (one more plate around the data) and ``extra`` (a latent site the guide
+    lacks) let a test change the structure between steps.
+    """
+
+    def __init__(self, d=12, z=3):
+        super().__init__()
+        self.z = z
+        self.enc = torch.nn.Linear(d, 2 * z)
+        self.dec = torch.nn.Linear(z, d)
+        self.extra_plate = False
+        self.extra = False
+
+    def model(self, x):
+        pyro.module("plain_dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z), 1.0).to_event(1))
+            if self.extra:
+                pyro.sample("w", dist.Normal(x.new_zeros(()), 1.0))
+            with pyro.plate("extra", 1) if self.extra_plate else contextlib.nullcontext():
+                pyro.sample("x", dist.Bernoulli(logits=self.dec(z)).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("plain_enc", self.enc)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = self.enc(x).split(self.z, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+class GaussianPair:
+    """z ~ N(0, I_3), x ~ N(sum z, 1) with a guide of adjustable width (the model only uses
+    the sum of z, so a guide of the wrong width runs; only the model/guide check sees it)."""
+
+    def __init__(self):
+        self.loc = torch.zeros(3, requires_grad=True)
+        self.width = 3
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc[: self.width], 1.0).to_event(1))
+
+
+@pytest.mark.parametrize("estimator", ["iwae", "dreg"])
+def test_plain_pyro_model_value_and_gradient_equal_renyi_elbo(float64, estimator):
+    # Pyro's Normal and Bernoulli go through pyrogen's fused log-densities: same numbers.
+    m = PlainVAE().double()
+    x = _binary(6, 12).double()
+    pyro.set_rng_seed(4)
+    ours = IWAE(5, estimator=estimator).differentiable_loss(m.model, m.guide, x)
+    ours.backward()
+    g_ours = _grads(m)
+    m.zero_grad()
+    pyro.set_rng_seed(4)
+    renyi = RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True, max_plate_nesting=2)
+    theirs = renyi.loss_and_grads(m.model, m.guide, x)
+    assert ours.item() == pytest.approx(theirs, rel=1e-12)
+    if estimator == "iwae":  # DReG has another guide gradient by design
+        for name, g in _grads(m).items():
+            torch.testing.assert_close(g_ours[name], g, rtol=1e-10, atol=1e-10)
+
+
+def test_structural_checks_run_once_per_signature():
+    m = PlainVAE()
+    x = _binary(6, 12)
+    loss = IWAE(5)
+    for _ in range(4):
+        loss.loss_and_grads(m.model, m.guide, x)
+    assert loss.structure_checks.runs == 1
+    loss.loss_and_grads(m.model, m.guide, _binary(4, 12))  # another batch size: checked
+    assert loss.structure_checks.runs == 2
+    loss.loss_and_grads(m.model, m.guide, x)  # seen before
+    assert loss.structure_checks.runs == 2
+    pyro.enable_validation(False)
+    loss.loss_and_grads(m.model, m.guide, x)
+    assert loss.structure_checks.runs == 2
+
+
+def test_a_structural_change_between_steps_is_still_caught():
+    m = PlainVAE()
+    x = _binary(6, 12)
+    loss = IWAE(5, max_plate_nesting=1)
+    for _ in range(3):
+        loss.loss_and_grads(m.model, m.guide, x)
+    # a new latent site in the model that the guide lacks
+    m.extra = True
+    with pytest.warns(UserWarning, match="model but not guide"):
+        loss.loss(m.model, m.guide, x)
+    m.extra = False
+    loss.loss(m.model, m.guide, x)
+    # one more plate around the data: more plates than max_plate_nesting allows
+    m.extra_plate = True
+    for _ in range(2):  # a failed check is not remembered
+        with pytest.raises(ValueError, match="plate stack overflow"):
+            loss.loss(m.model, m.guide, x)
+    m.extra_plate = False
+    loss.loss(m.model, m.guide, x)
+    # checked: the first step, the new site, the extra plate twice; the rest was remembered
+    assert loss.structure_checks.runs == 4
+
+
+def test_a_guide_of_another_shape_is_still_caught_after_good_steps():
+    pair = GaussianPair()
+    x = torch.randn(4, 1)
+    loss = IWAE(3)
+    for _ in range(3):
+        loss.loss(pair.model, pair.guide, x)
+    pair.width = 1  # runs (the model sums z), but the guide's z has another shape
+    for _ in range(2):
+        with pytest.raises(ValueError, match="shapes disagree"):
+            loss.loss(pair.model, pair.guide, x)
+    pyro.enable_validation(False)  # what the check protects against: a silent broadcast
+    assert math.isfinite(loss.loss(pair.model, pair.guide, x))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (0.5, "support"),
+        (2.0, "support"),
+        (-1.0, "support"),
+        (float("nan"), "invalid values"),  # caught already at the encoder's output
+    ],
+)
+def test_bad_data_is_rejected_on_every_step(bad, match):
+    m = PlainVAE()
+    x = _binary(6, 12)
+    loss = IWAE(5)
+    for _ in range(3):  # the structure is remembered by now
+        loss.loss_and_grads(m.model, m.guide, x)
+    bad_x = x.clone()
+    bad_x[2, 5] = bad
+    for _ in range(2):
+        with pytest.raises(ValueError, match=match):
+            loss.loss_and_grads(m.model, m.guide, bad_x)
+    loss.loss_and_grads(m.model, m.guide, x)  # and good data still passes
+
+
+def test_nan_in_a_gaussian_observation_is_rejected_on_every_step():
+    pair = GaussianPair()
+    x = torch.randn(4, 1)
+    loss = IWAE(3)
+    for _ in range(3):
+        loss.loss(pair.model, pair.guide, x)
+    bad = x.clone()
+    bad[1, 0] = float("nan")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="support"):
+            loss.loss(pair.model, pair.guide, bad)
+    # +inf and -inf sum to NaN without a NaN in the data: the full check lets them through
+    both = torch.tensor([[float("inf")], [-float("inf")], [0.0], [1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loss is not finite, and Pyro says so
+        loss.loss(pair.model, pair.guide, both)

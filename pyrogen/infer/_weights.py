@@ -11,6 +11,12 @@ sample-site messages and nothing else, which matters when a training step is a f
 milliseconds. It ignores ``pyro.param`` statements, which lets modules skip registering
 their parameters when nothing else on the effect stack could observe them (see
 :func:`pyrogen._effects.params_observed`).
+
+Site log-densities of ``Bernoulli`` and ``Normal`` distributions made independent with
+``.to_event`` (what users write with Pyro's own distributions) are computed by fused kernels
+(:func:`site_log_prob`): the same density, summed over the event dims in fewer passes, with
+the value checked as ``log_prob`` checks it. Pyro's structural checks can be remembered per
+step signature by a :class:`StructureChecks` the caller keeps (the IWAE loss does).
 """
 
 from __future__ import annotations
@@ -18,16 +24,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.plate_messenger import PlateMessenger
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen._rng import preserved_rng
+from pyrogen.distributions.bernoulli import bernoulli_log_prob
 
 PARTICLE_PLATE = "num_particles_vectorized"
 
@@ -45,6 +55,16 @@ class ParticleRecorder(Messenger):
         self.replay = replay
         self.sites: dict[str, dict] = {}
 
+    # Messenger dispatches on "_pyro_" + type for every message (param statements of the
+    # user's modules included); answering sample messages directly is a measurable saving.
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            self._pyro_sample(msg)
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            self._pyro_post_sample(msg)
+
     def _pyro_sample(self, msg) -> None:
         if self.replay is not None and not msg["is_observed"]:
             value = self.replay.get(msg["name"])
@@ -61,6 +81,29 @@ class ParticleRecorder(Messenger):
         self.sites[name] = msg
 
 
+class _ParticlePlate(PlateMessenger):
+    """``pyro.plate`` of the particles, lean on the messages it cannot change.
+
+    Every ``pyro.param`` statement of the user's model passes through this plate; for one
+    without ``event_dim`` a full (not subsampled) plate adds nothing but a stack frame that
+    nobody reads and a scale factor of one, so it is let through untouched. Sample
+    statements are handled exactly as by ``pyro.plate``.
+    """
+
+    def _process_message(self, msg) -> None:
+        kind = msg["type"]
+        if kind == "param" and msg["kwargs"].get("event_dim") is None:
+            return
+        SubsampleMessenger._process_message(self, msg)
+        if kind == "sample" and not msg["done"]:
+            BroadcastMessenger._pyro_sample(msg)
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "param" and msg["kwargs"].get("event_dim") is None:
+            return
+        super()._postprocess_message(msg)
+
+
 class ParticlePlates:
     """Caches the particle plate of each ``(num_particles, dim)`` (building a plate issues a
     subsample statement, so re-entering one is cheaper)."""
@@ -72,7 +115,7 @@ class ParticlePlates:
         key = (int(num_particles), -(max_plate_nesting + 1))
         plate = self._plates.get(key)
         if plate is None:
-            plate = self._plates[key] = pyro.plate(PARTICLE_PLATE, key[0], dim=key[1])
+            plate = self._plates[key] = _ParticlePlate(PARTICLE_PLATE, key[0], dim=key[1])
         return plate
 
 
@@ -176,8 +219,98 @@ class LogWeights:
         return t.reshape(shape + [1] * event_dim)
 
 
+def _shape_ok(d, value: torch.Tensor) -> bool:
+    """The shape part of ``Distribution._validate_sample``: ``value`` ends in the event shape
+    and broadcasts with ``batch_shape + event_shape``."""
+    event, shape = d._event_shape, value.shape
+    if shape[len(shape) - len(event) :] != event:
+        return False
+    for i, j in zip(reversed(shape), reversed(d._batch_shape + event)):
+        if i != 1 and j != 1 and i != j:
+            return False
+    return True
+
+
+def _is_binary(value: torch.Tensor) -> bool:
+    # x - x * x is 0 exactly for x in {0, 1} and nonzero (or NaN) for every other float,
+    # one pass instead of the three of (x == 0) | (x == 1)
+    value = value.detach()
+    return not bool(torch.addcmul(value, value, value, value=-1).any())
+
+
+def _has_no_nan(value: torch.Tensor) -> bool:
+    # a NaN makes the sum NaN; a NaN sum without one (inf - inf) goes to the full check
+    return not bool(value.detach().sum().isnan())
+
+
+def _validate_value(d, value, support_ok) -> None:
+    """``d._validate_sample(value)`` with a one-pass support test; torch's own check (and its
+    error message) runs whenever the fast test does not pass."""
+    if not (
+        isinstance(value, torch.Tensor)
+        and value.dtype.is_floating_point
+        and _shape_ok(d, value)
+        and support_ok(value)
+    ):
+        d._validate_sample(value)
+
+
+def _bernoulli_log_prob(base, value, n: int):
+    if n < 1:
+        return None
+    if base._validate_args:
+        _validate_value(base, value, _is_binary)
+    lp = bernoulli_log_prob(base.logits, value)
+    return lp.sum(tuple(range(-n + 1, 0))) if n > 1 else lp
+
+
+def _normal_log_prob(base, value, n: int):
+    if n < 1:
+        return None
+    if base._validate_args:
+        _validate_value(base, value, _has_no_nan)
+    scale = base.scale
+    t = (value - base.loc) / scale
+    # -t^2 / 2 - log(scale) elementwise in one op, summed over the event dims
+    lp = torch.addcmul(scale.log().neg_(), t, t, value=-0.5)
+    size = math.prod(lp.shape[-n:])
+    return lp.sum(tuple(range(-n, 0))).sub_(size * _HALF_LOG_TWO_PI)
+
+
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+#: exact distribution type -> fused ``(base, value, reinterpreted dims) -> summed log-density``
+#: (or None to fall back to ``fn.log_prob``); subclasses are not matched, since they may
+#: override ``log_prob``
+_FUSED = {
+    torch.distributions.Bernoulli: _bernoulli_log_prob,
+    dist.Bernoulli: _bernoulli_log_prob,
+    torch.distributions.Normal: _normal_log_prob,
+    dist.Normal: _normal_log_prob,
+}
+_INDEPENDENT = (torch.distributions.Independent, dist.Independent)
+
+
+def site_log_prob(fn, value) -> torch.Tensor:
+    """``fn.log_prob(value)``, by a fused kernel where ``fn`` is ``Bernoulli`` or ``Normal``
+    made independent over its rightmost dims (``.to_event(n)``, ``n >= 1``).
+
+    The kernels compute the same density (summed over the event dims before anything is
+    negated or broadcast, with one temporary of the size of the value instead of several),
+    and validate the value exactly as ``log_prob`` does: ``base._validate_sample(value)``
+    when the distribution validates its arguments.
+    """
+    if type(fn) in _INDEPENDENT:
+        kernel = _FUSED.get(type(fn.base_dist))
+        if kernel is not None:
+            lp = kernel(fn.base_dist, value, fn.reinterpreted_batch_ndims)
+            if lp is not None:
+                return lp
+    return fn.log_prob(value)
+
+
 def _site_log_prob(site) -> torch.Tensor:
-    lp = site["fn"].log_prob(site["value"])
+    lp = site_log_prob(site["fn"], site["value"])
     mask = site["mask"]
     if mask is None or mask is True:
         return lp
@@ -186,13 +319,10 @@ def _site_log_prob(site) -> torch.Tensor:
     return torch.where(mask, lp, lp.new_zeros(()))
 
 
-def _sum_sites(sites, keep: set, ndim: int, per_site_scale: bool, validate: bool):
-    """Sum the sites' log-densities over every batch dim not in ``keep``."""
+def _sum_log_probs(sites, lps, keep: set, ndim: int, per_site_scale: bool):
+    """Sum the sites' log-densities ``lps`` over every batch dim not in ``keep``."""
     total = None
-    for site in sites:
-        lp = _site_log_prob(site)
-        if validate:
-            check_site_shape(dict(site, log_prob=lp), ndim)
+    for site, lp in zip(sites, lps):
         if per_site_scale:
             lp = lp * site["scale"]
         if lp.dim() < ndim:
@@ -204,6 +334,17 @@ def _sum_sites(sites, keep: set, ndim: int, per_site_scale: bool, validate: bool
             lp = lp.reshape(lp.shape[-ndim:])
         total = lp if total is None else total + lp
     return total
+
+
+def _sum_sites(sites, keep: set, ndim: int, per_site_scale: bool, validate: bool):
+    """Sum the sites' log-densities over every batch dim not in ``keep``."""
+    lps = []
+    for site in sites:
+        lp = _site_log_prob(site)
+        if validate:
+            check_site_shape(dict(site, log_prob=lp), ndim)
+        lps.append(lp)
+    return _sum_log_probs(sites, lps, keep, ndim, per_site_scale)
 
 
 def _is_same_scale(a, b) -> bool:
@@ -219,11 +360,98 @@ def _as_trace(sites: dict) -> Trace:
     return trace
 
 
-def compute_log_weights(model_sites: dict, guide_sites: dict, max_plate_nesting: int) -> LogWeights:
+def _site_key(site) -> tuple | None:
+    """What Pyro's structural checks read of one site, or None if that is not known from
+    shapes alone (a distribution without ``batch_shape``, arguments to ``fn.shape``)."""
+    fn, value, infer = site["fn"], site["value"], site["infer"]
+    if site["args"] or site["kwargs"] or not isinstance(value, torch.Tensor):
+        return None
+    try:
+        batch_shape, event_shape = fn.batch_shape, fn.event_shape
+    except AttributeError:
+        return None
+    aux = infer.get("is_auxiliary")
+    return (
+        site["name"],
+        site["is_observed"],
+        type(fn),
+        batch_shape,
+        event_shape,
+        value.shape,
+        value.dtype,
+        tuple((f.name, f.dim, f.size, f.counter) for f in site["cond_indep_stack"]),
+        aux,
+        "has_rsample" in vars(fn) if aux else None,
+        infer.get("_enumerate_dim"),
+        infer.get("enumerate"),
+    )
+
+
+class StructureChecks:
+    """Pyro's structural checks of a step, run once per step signature.
+
+    With validation on, :func:`compute_log_weights` runs ``check_model_guide_match`` and
+    ``check_site_shape``. Their outcome depends only on the *signature* of the step: for
+    every sample site of model and guide its name, whether it is observed, the type, batch
+    shape and event shape of its distribution, the shape and dtype of its value, its plates
+    (name, dim, size) and the ``infer`` flags the checks read; and ``max_plate_nesting``.
+    This object remembers the signatures whose checks passed (with the shapes of their
+    log-densities) and lets a step with a remembered signature skip them; a step whose
+    log-densities come out in other shapes than last time is checked again. A failed check
+    raises and is not remembered, so it fails again on the next call; a warning of
+    ``check_model_guide_match`` is issued on the first step of its signature.
+
+    :param int maxsize: signatures remembered (forgotten all at once beyond that).
+    """
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self.maxsize = int(maxsize)
+        self.runs = 0  #: how many times the checks have actually run
+        self._passed: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def signature(model_sites: dict, guide_sites: dict, max_plate_nesting: int) -> tuple | None:
+        """The signature of a step, or None where it cannot be told from shapes."""
+        keys: list = [max_plate_nesting]
+        for sites in (model_sites, guide_sites):
+            keys.append(len(sites))
+            for site in sites.values():
+                key = _site_key(site)
+                if key is None:
+                    return None
+                keys.append(key)
+        return tuple(keys)
+
+    def lookup(self, signature: tuple | None) -> tuple | None:
+        """The log-density shapes remembered for ``signature``, or None (check it)."""
+        return None if signature is None else self._passed.get(signature)
+
+    def remember(self, signature: tuple | None, shapes: tuple) -> None:
+        if signature is None:
+            return
+        if len(self._passed) >= self.maxsize:
+            self._passed.clear()
+        self._passed[signature] = shapes
+
+    def clear(self) -> None:
+        self._passed.clear()
+
+
+def compute_log_weights(
+    model_sites: dict,
+    guide_sites: dict,
+    max_plate_nesting: int,
+    checks: StructureChecks | None = None,
+) -> LogWeights:
     r"""Return :math:`\log p(x, z)` and :math:`\log q(z)` per particle and shared plate element.
 
     Latent sites that the model samples itself (absent from the guide) are proposed from
     the prior, so their :math:`p / q` cancels and they are left out.
+
+    With Pyro's validation on, the structural checks (``check_model_guide_match``,
+    ``check_site_shape``) run on every call, or once per step signature when ``checks`` (a
+    :class:`StructureChecks` kept by the caller across steps) is given. Value checks (the
+    support of each value, by the distributions' own ``validate_args``) run on every call.
     """
     ndim = max_plate_nesting + 1
     particle_dim = -ndim
@@ -232,8 +460,15 @@ def compute_log_weights(model_sites: dict, guide_sites: dict, max_plate_nesting:
     p_sites = [
         site for site in model_sites.values() if site["is_observed"] or site["name"] in guide_sites
     ]
+    signature = known_shapes = None
     if validate:
-        check_model_guide_match(_as_trace(model_sites), _as_trace(guide_sites), ndim)
+        if checks is not None:
+            signature = checks.signature(model_sites, guide_sites, ndim)
+            known_shapes = checks.lookup(signature)
+        if known_shapes is None:
+            if checks is not None:
+                checks.runs += 1
+            check_model_guide_match(_as_trace(model_sites), _as_trace(guide_sites), ndim)
     sites = p_sites + q_sites
     if not sites:
         raise ValueError("the model and guide have no sample sites to weight")
@@ -241,17 +476,37 @@ def compute_log_weights(model_sites: dict, guide_sites: dict, max_plate_nesting:
     # Plates shared by every site keep their own weights; the rest are summed over.
     common = None
     for site in sites:
-        frames = {f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+        frames = {
+            (f.name, f.dim, f.size, f.counter)
+            for f in site["cond_indep_stack"]
+            if f.dim is not None and f.name != PARTICLE_PLATE
+        }
         common = frames if common is None else common & frames
-    kept_dims = tuple(sorted(f.dim for f in common))
+    kept_dims = tuple(sorted(f[1] for f in common))
     keep = set(kept_dims)
     keep.add(particle_dim)
+
+    lps = []
+    for site in sites:
+        lp = _site_log_prob(site)
+        if validate and known_shapes is None:
+            check_site_shape(dict(site, log_prob=lp), ndim)
+        lps.append(lp)
+    if validate:
+        shapes = tuple(lp.shape for lp in lps)
+        if known_shapes is None:
+            if checks is not None:
+                checks.remember(signature, shapes)
+        elif shapes != known_shapes:  # a log_prob shaped otherwise than last time
+            for site, lp in zip(sites, lps):
+                check_site_shape(dict(site, log_prob=lp), ndim)
 
     # A subsampling scale common to all sites is applied after the log-mean-exp.
     first = sites[0]["scale"]
     per_site = not all(_is_same_scale(site["scale"], first) for site in sites)
-    log_p = _sum_sites(p_sites, keep, ndim, per_site, validate)
-    log_q = _sum_sites(q_sites, keep, ndim, per_site, validate)
+    n_p = len(p_sites)
+    log_p = _sum_log_probs(p_sites, lps[:n_p], keep, ndim, per_site)
+    log_q = _sum_log_probs(q_sites, lps[n_p:], keep, ndim, per_site)
     if log_p is None:
         log_p = torch.zeros_like(log_q)
     elif log_q is None:

@@ -57,6 +57,7 @@ from pyro.infer import ELBO
 from pyro.util import warn_if_nan
 
 from pyrogen.infer._weights import (
+    StructureChecks,
     compute_log_weights,
     guess_max_plate_nesting,
     guide_log_prob,
@@ -67,6 +68,10 @@ from pyrogen.infer._weights import (
 )
 
 ESTIMATORS = ("iwae", "dreg")
+
+
+def _is_one(scale) -> bool:
+    return isinstance(scale, float | int) and scale == 1
 
 
 class _Slot:
@@ -98,6 +103,36 @@ class IWAE(ELBO):
     ``IWAE(5)(model, guide)`` as a :class:`torch.nn.Module` for plain ``torch.optim``. All
     particles run as one vectorized batch in an outermost plate.
 
+    **What is checked when.** With Pyro's validation on (``pyro.enable_validation(True)``,
+    Pyro's default):
+
+    * *Every step, on the values.* Each distribution checks its arguments when the model or
+      guide builds it (torch's ``validate_args``: NaN parameters, a negative scale, ...), and
+      every sample site's value is checked against its distribution's shape and support
+      exactly as ``log_prob`` checks it -- data that is not binary for a Bernoulli, a NaN
+      observation or sample for a Normal -- so bad data fails on the step that brings it.
+      For ``Bernoulli`` and ``Normal`` sites (made independent with ``.to_event``) pyrogen
+      computes the summed log-density with fused kernels and tests the support in one pass
+      (:math:`x - x^2 = 0` exactly for :math:`x \in \{0, 1\}`; a NaN-free sum), falling
+      back to torch's own check, and its error message, whenever that test does not pass.
+      Guide sites are checked to be reparameterizable on every step (validation on or off).
+    * *Once per step signature, on the structure.* Pyro's ``check_model_guide_match`` (the
+      model's and the guide's latent sites agree in names, event dims and shapes) and
+      ``check_site_shape`` (each log-density has the shape its plates and
+      ``max_plate_nesting`` imply) depend only on the step's signature: for every sample
+      site its name, whether it is observed, its distribution's type, batch and event
+      shapes, its value's shape and dtype, its plates (name, dim, size) and the ``infer``
+      flags the checks read, plus ``max_plate_nesting`` and the number of particles. They run
+      on the first step of each signature and are skipped while it repeats (and re-run if a
+      log-density comes out in another shape than before). Another batch size, a new site, a
+      changed shape, dtype or plate makes a new signature and is checked; a check that fails
+      raises and is not remembered, so it fails again next step; a warning of
+      ``check_model_guide_match`` appears on the first step of its signature. The record
+      lives in this object (:attr:`structure_checks`, up to 64 signatures).
+
+    With validation off none of these checks run, except the reparameterization check.
+    ``max_plate_nesting=None`` is guessed once, on the first call, and kept.
+
     :param int num_particles: :math:`K \ge 1`. ``K = 1`` is the ELBO.
     :param str estimator: ``"iwae"`` (the standard gradient) or ``"dreg"`` (doubly
         reparameterized gradient of Tucker et al. 2018).
@@ -118,6 +153,7 @@ class IWAE(ELBO):
         super().__init__(num_particles=int(num_particles), vectorize_particles=True)
         self.estimator = estimator
         self.model_plate_nesting = max_plate_nesting
+        self.structure_checks = StructureChecks()
 
     def __repr__(self) -> str:
         return f"IWAE(num_particles={self.num_particles}, estimator={self.estimator!r})"
@@ -134,14 +170,17 @@ class IWAE(ELBO):
         model_sites, guide_sites = run_particles(
             model, guide, args, kwargs, self.num_particles, nesting
         )
-        return compute_log_weights(model_sites, guide_sites, nesting)
+        return compute_log_weights(model_sites, guide_sites, nesting, self.structure_checks)
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("IWAE does not produce Pyro traces; use differentiable_loss")
 
     def _bound(self, lw) -> torch.Tensor:
         """:math:`\\sum` (scale * log-mean-weight): the IWAE bound of the batch."""
-        return (lw.log_mean_weight() * lw.scale).sum()
+        bound = lw.log_mean_weight()
+        if not _is_one(lw.scale):
+            bound = bound * lw.scale
+        return bound.sum()
 
     # -------------------------------------------------------------------- public API
 
@@ -179,7 +218,7 @@ class IWAE(ELBO):
         # Pass B: guide and model evaluated at the gradient-scaled copy of z.
         guide_b = run_guide(guide, args, kwargs, k, nesting, replay=scaled)
         model_b = run_model(model, guide_b, args, kwargs, k, nesting)
-        lw = compute_log_weights(model_b, guide_b, nesting)
+        lw = compute_log_weights(model_b, guide_b, nesting, self.structure_checks)
         log_w = lw.log_weights
         with torch.no_grad():
             w = torch.softmax(log_w, dim=0)
