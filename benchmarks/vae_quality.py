@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
+from pyrogen.data import get_spec  # noqa: E402
 from pyrogen.evaluate.reference import BURDA_2015_CITATION, BURDA_2015_MNIST  # noqa: E402
 from pyrogen.runs import Run, RunConfig  # noqa: E402
 
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
     out = Path(args.out or f"runs/vae_quality_{tag}")
     progress = not args.no_progress
 
+    split = args.train_split
+    if split == "auto":  # all non-test images when the set has a validation split
+        split = "train+valid" if "valid" in get_spec(args.dataset).splits else "train"
     run = Run(
         RunConfig(
             "vae",
@@ -138,23 +142,13 @@ def main(argv=None) -> int:
             seed=args.seed,
             device=args.device,
             max_steps=args.max_steps,
+            train_split=split,  # recorded in the run folder's config.json
         ),
         out,
     )
-    train_set, valid, test = run.splits()
-    split = args.train_split
-    if split == "auto":
-        split = "train+valid" if valid is not None else "train"
-    if split != "train":
-        train_set = run.split(split)
-        valid = None  # the validation images are training data now
+    test = run.split("test")
     start = time.perf_counter()
-    result = run.train(
-        train_data=train_set,
-        val_data=valid,
-        progress=progress,
-        lr_schedule=burda_lr if burda else None,
-    )
+    result = run.train(progress=progress, lr_schedule=burda_lr if burda else None)
     train_seconds = time.perf_counter() - start  # this invocation only (resumes add up)
     start = time.perf_counter()
     # a seeded random subset, not the first N: MNIST's test set is not shuffled and its
@@ -200,7 +194,7 @@ def main(argv=None) -> int:
     title = (
         f"Test NLL, {args.dataset}; trained in {train_seconds:.0f} s, evaluated in "
         f"{eval_seconds:.0f} s on {where} ({result.step} steps, batch {batch_size}, trained on "
-        f"'{split}': {len(train_set)} images)"
+        f"'{split}': {len(run.split(split))} images)"
     )
     note = (
         f"\n\nReference: {BURDA_2015_CITATION}\nOur '±' is the standard error over test examples; "

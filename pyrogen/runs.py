@@ -134,6 +134,8 @@ class RunConfig:
     :ivar bool validate: evaluate the validation split at epoch ends.
     :ivar max_steps: stop after this many steps.
     :ivar train_limit: train on the first N training examples only.
+    :ivar str train_split: the split trained on (e.g. ``"train+valid"``: all non-test
+        images, with no validation); ``"train"`` validates on ``"valid"``.
     """
 
     family: str
@@ -149,6 +151,7 @@ class RunConfig:
     validate: bool = True
     max_steps: int | None = None
     train_limit: int | None = None
+    train_split: str = "train"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -219,7 +222,7 @@ class Run:
     def build(self):
         """The model (seeded: its initialisation is part of the run) and its learner."""
         if self.info is None:
-            self.info = data_info(self.splits()[0])
+            self.info = data_info(self.split(self.config.train_split))
         torch.manual_seed(self.config.seed)
         self.model = self.family.build(self.model_config, self.info)
         lr = self.config.lr if self.config.lr is not None else self.family.default_lr
@@ -262,7 +265,10 @@ class Run:
         """
         c = self.config
         if train_data is None:
-            train_set, valid, _ = self.splits()
+            train_set = self.split(c.train_split)
+            valid = self.splits()[1] if c.train_split == "train" else None
+            if self.info is None:  # the model is built from the whole split, not the subset
+                self.info = data_info(train_set)
             train_data = _subset(train_set, c.train_limit)
             if val_data is None and c.validate:
                 val_data = valid
