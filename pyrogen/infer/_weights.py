@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
@@ -37,7 +38,6 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen._rng import preserved_rng
-from pyrogen.distributions.bernoulli import bernoulli_log_prob
 
 PARTICLE_PLATE = "num_particles_vectorized"
 
@@ -81,41 +81,86 @@ class ParticleRecorder(Messenger):
         self.sites[name] = msg
 
 
-class _ParticlePlate(PlateMessenger):
-    """``pyro.plate`` of the particles, lean on the messages it cannot change.
+_BROADCAST = BroadcastMessenger._pyro_sample
+# the same function without its decorator, which only matters under torch.jit tracing
+_BROADCAST_PLAIN = getattr(_BROADCAST, "__wrapped__", _BROADCAST)
 
-    Every ``pyro.param`` statement of the user's model passes through this plate; for one
-    without ``event_dim`` a full (not subsampled) plate adds nothing but a stack frame that
-    nobody reads and a scale factor of one, so it is let through untouched. Sample
-    statements are handled exactly as by ``pyro.plate``.
+
+class _ParticleRun(PlateMessenger):
+    """The plate of the particles and the recorder of one run, in one messenger.
+
+    As ``pyro.plate`` it annotates and broadcasts every sample statement inside it; as a
+    :class:`ParticleRecorder` below that plate it then replays the given latent values and
+    keeps the sample-site messages. One stack frame instead of two matters: every statement
+    of the user's model passes through it, ``pyro.param`` ones included. For a
+    ``pyro.param`` without ``event_dim`` a full (not subsampled) plate adds nothing but a
+    stack frame nobody reads and a scale factor of one, so those pass untouched.
+
+    Built once per ``(num_particles, dim)`` (building a plate issues a subsample statement);
+    :meth:`start` and :meth:`take` bracket each run.
     """
+
+    ignores_params = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.replay: dict | None = None
+        self.sites: dict[str, dict] = {}
+        self.in_use = False
+
+    def start(self, replay: dict | None = None) -> _ParticleRun:
+        self.replay = replay
+        self.sites = {}
+        self.in_use = True
+        return self
+
+    def take(self) -> dict[str, dict]:
+        """The recorded sites; forgets them (and the replayed values) here."""
+        sites, self.sites, self.replay, self.in_use = self.sites, {}, None, False
+        return sites
 
     def _process_message(self, msg) -> None:
         kind = msg["type"]
         if kind == "param" and msg["kwargs"].get("event_dim") is None:
             return
         SubsampleMessenger._process_message(self, msg)
-        if kind == "sample" and not msg["done"]:
-            BroadcastMessenger._pyro_sample(msg)
+        if kind != "sample" or msg["done"]:
+            return
+        if torch._C._get_tracing_state():
+            _BROADCAST(msg)
+        else:
+            _BROADCAST_PLAIN(msg)
+        if self.replay is not None and not msg["is_observed"]:
+            value = self.replay.get(msg["name"])
+            if value is not None:
+                msg["value"] = value
+                msg["done"] = True
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] == "param" and msg["kwargs"].get("event_dim") is None:
-            return
-        super()._postprocess_message(msg)
+        kind = msg["type"]
+        if kind == "sample":
+            if site_is_subsample(msg):
+                return
+            name = msg["name"]
+            if name in self.sites:
+                raise ValueError(f"sample site {name!r} appears twice in one run")
+            self.sites[name] = msg
+        elif kind != "param" or msg["kwargs"].get("event_dim") is not None:
+            SubsampleMessenger._postprocess_message(self, msg)
 
 
 class ParticlePlates:
-    """Caches the particle plate of each ``(num_particles, dim)`` (building a plate issues a
-    subsample statement, so re-entering one is cheaper)."""
+    """Caches the particle run (plate and recorder) of each ``(num_particles, dim)``."""
 
     def __init__(self) -> None:
-        self._plates: dict[tuple[int, int], object] = {}
+        self._plates: dict[tuple[int, int], _ParticleRun] = {}
 
-    def __call__(self, num_particles: int, max_plate_nesting: int):
+    def __call__(self, num_particles: int, max_plate_nesting: int) -> _ParticleRun:
         key = (int(num_particles), -(max_plate_nesting + 1))
         plate = self._plates.get(key)
-        if plate is None:
-            plate = self._plates[key] = _ParticlePlate(PARTICLE_PLATE, key[0], dim=key[1])
+        if plate is None or plate.in_use:  # a run inside a run gets a plate of its own
+            plate = _ParticleRun(PARTICLE_PLATE, key[0], dim=key[1])
+            self._plates.setdefault(key, plate)
         return plate
 
 
@@ -144,19 +189,25 @@ def guess_max_plate_nesting(model, guide, args, kwargs) -> int:
     return -min(dims) if dims else 0
 
 
+def _run(fn, args, kwargs, num_particles: int, max_plate_nesting: int, replay) -> dict:
+    run = _PLATES(num_particles, max_plate_nesting).start(replay)
+    try:
+        with run:
+            fn(*args, **kwargs)
+    finally:
+        sites = run.take()
+    return sites
+
+
 def run_guide(guide, args, kwargs, num_particles: int, max_plate_nesting: int, replay=None):
     """Run ``guide`` in the particle plate; :returns: its sample sites (name -> message)."""
-    with ParticleRecorder(replay) as rec, _PLATES(num_particles, max_plate_nesting):
-        guide(*args, **kwargs)
-    return rec.sites
+    return _run(guide, args, kwargs, num_particles, max_plate_nesting, replay)
 
 
 def run_model(model, guide_sites, args, kwargs, num_particles: int, max_plate_nesting: int):
     """Run ``model`` in the particle plate, replaying the guide's latent values."""
     replay = {n: s["value"] for n, s in guide_sites.items() if not s["is_observed"]}
-    with ParticleRecorder(replay) as rec, _PLATES(num_particles, max_plate_nesting):
-        model(*args, **kwargs)
-    return rec.sites
+    return _run(model, args, kwargs, num_particles, max_plate_nesting, replay)
 
 
 def run_particles(model, guide, args, kwargs, num_particles: int, max_plate_nesting: int):
@@ -255,12 +306,41 @@ def _validate_value(d, value, support_ok) -> None:
         d._validate_sample(value)
 
 
+class _BernoulliEventLogProb(torch.autograd.Function):
+    r""":math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)` over the last dim of the logits
+    :math:`l`, with gradient :math:`(x_d - \sigma(l_d))\,g`: three passes over the logits
+    each way and one temporary of their size (``binary_cross_entropy_with_logits`` and a sum
+    make several), which is most of a step's elementwise work at ``particles x batch x
+    pixels``."""
+
+    @staticmethod
+    def forward(ctx, logits, value):
+        ctx.save_for_backward(logits, value)
+        return F.softplus(logits).addcmul_(logits, value, value=-1).sum(-1).neg_()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, value = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(value).mul_(grad.neg().unsqueeze(-1)), None
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(s == t or s == 1 for s, t in zip(reversed(shape), reversed(target)))
+
+
 def _bernoulli_log_prob(base, value, n: int):
     if n < 1:
         return None
     if base._validate_args:
         _validate_value(base, value, _is_binary)
-    lp = bernoulli_log_prob(base.logits, value)
+    logits = base.logits
+    value = value.to(logits.dtype)
+    if value.requires_grad or not _broadcasts_to(value.shape, logits.shape):
+        lp = (logits * value - F.softplus(logits)).sum(-1)  # rare: not worth a kernel
+    else:
+        lp = _BernoulliEventLogProb.apply(logits, value)
     return lp.sum(tuple(range(-n + 1, 0))) if n > 1 else lp
 
 
