@@ -124,12 +124,13 @@ class _ParticleRun(PlateMessenger):
         if kind == "param" and msg["kwargs"].get("event_dim") is None:
             return
         SubsampleMessenger._process_message(self, msg)
-        if kind != "sample" or msg["done"]:
+        if kind != "sample":
             return
-        if torch._C._get_tracing_state():
-            _BROADCAST(msg)
-        else:
-            _BROADCAST_PLAIN(msg)
+        if not msg["done"]:
+            if torch._C._get_tracing_state():
+                _BROADCAST(msg)
+            else:
+                _BROADCAST_PLAIN(msg)
         if self.replay is not None and not msg["is_observed"]:
             value = self.replay.get(msg["name"])
             if value is not None:
