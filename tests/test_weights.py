@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyrogen.distributions import IndependentBernoulli
 from pyrogen.infer._weights import (
     StructureChecks,
     compute_log_weights,
@@ -26,13 +27,10 @@ def _cases():
 
     return [
         # (name, distribution factory of its parameters, parameters, value)
-        ("bernoulli logits", lambda l: dist.Bernoulli(logits=l).to_event(1), [r(3, 4, 6)], binary),
-        (
-            "bernoulli probs",
-            lambda p: dist.Bernoulli(probs=p).to_event(1),
-            [r(4, 6).sigmoid()],
-            binary,
-        ),
+        ("bernoulli logits", lambda l: bern(logits=l), [r(3, 4, 6)], binary),
+        ("bernoulli probs", lambda p: bern(probs=p), [r(4, 6).sigmoid()], binary),
+        ("bernoulli value wider", lambda l: bern(logits=l), [r(6)], binary),
+        ("pyrogen IndependentBernoulli", IndependentBernoulli, [r(3, 4, 6)], binary),
         (
             "bernoulli 2 event dims",
             lambda l: dist.Bernoulli(logits=l).to_event(2),
@@ -189,3 +187,12 @@ def test_particle_plate_still_handles_params_with_event_dim():
         run_particles(model, guide, (torch.ones(4, 5),), {}, 2, 1)
     sites, _ = run_particles(model, guide, (torch.ones(3, 5),), {}, 2, 1)
     assert sites["x"]["fn"].batch_shape == (2, 3)
+
+
+def test_fused_independent_bernoulli_checks_its_value():
+    fn = IndependentBernoulli(torch.zeros(2, 3), validate_args=True)
+    site_log_prob(fn, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="support"):
+        site_log_prob(fn, torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="event_shape"):
+        site_log_prob(fn, torch.ones(2, 4))

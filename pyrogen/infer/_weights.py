@@ -38,6 +38,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen._rng import preserved_rng
+from pyrogen.distributions.bernoulli import IndependentBernoulli
 
 PARTICLE_PLATE = "num_particles_vectorized"
 
@@ -374,13 +375,17 @@ _INDEPENDENT = (torch.distributions.Independent, dist.Independent)
 
 def site_log_prob(fn, value) -> torch.Tensor:
     """``fn.log_prob(value)``, by a fused kernel where ``fn`` is ``Bernoulli`` or ``Normal``
-    made independent over its rightmost dims (``.to_event(n)``, ``n >= 1``).
+    made independent over its rightmost dims (``.to_event(n)``, ``n >= 1``), or pyrogen's
+    :class:`~pyrogen.distributions.IndependentBernoulli`.
 
     The kernels compute the same density (summed over the event dims before anything is
     negated or broadcast, with one temporary of the size of the value instead of several),
-    and validate the value exactly as ``log_prob`` does: ``base._validate_sample(value)``
-    when the distribution validates its arguments.
+    and check the value as ``log_prob`` does (its shape, and its support in one pass with
+    ``_validate_sample`` as the fallback that raises) when the distribution validates its
+    arguments.
     """
+    if type(fn) is IndependentBernoulli:
+        return _bernoulli_log_prob(fn, value, 1)
     if type(fn) in _INDEPENDENT:
         kernel = _FUSED.get(type(fn.base_dist))
         if kernel is not None:
