@@ -130,7 +130,8 @@ class IWAE(ELBO):
       ``check_model_guide_match`` appears on the first step of its signature. The record
       lives in this object (:attr:`structure_checks`, up to 64 signatures).
 
-    With validation off none of these checks run, except the reparameterization check.
+    With validation off none of these checks run (a distribution built with
+    ``validate_args=True`` still checks itself), except the reparameterization check.
     ``max_plate_nesting=None`` is guessed once, on the first call, and kept.
 
     :param int num_particles: :math:`K \ge 1`. ``K = 1`` is the ELBO.
