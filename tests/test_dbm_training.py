@@ -187,3 +187,16 @@ def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelih
     result = fam.log_likelihood(module, cfg, test, num_chains=20, progress=False)
     assert abs(result.mean - after) < 1e-4  # exact route (small layers)
     assert len(pyro.get_param_store()) == 0  # trained without the global param store
+
+
+def test_a_mean_field_bound_is_reported_as_a_bound():
+    # hidden layers too large to sum out: -F(v) is replaced by its mean-field lower bound,
+    # and the result says so (a bound, not an estimate of log p(v))
+    torch.manual_seed(0)
+    model = DeepBoltzmannMachine(6, (25, 22))
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    result = model.log_likelihood(x, num_chains=4, betas=30, progress=False)
+    assert result.bound and not result.is_exact and "mean-field bound" in result.estimator
+    assert result.to_dict()["bound"] is True
+    small = DeepBoltzmannMachine(6, (4, 3)).log_likelihood(x, progress=False)
+    assert small.is_exact and not small.bound  # enumerated: exact

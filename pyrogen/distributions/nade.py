@@ -101,7 +101,7 @@ class _FullyVisible(TorchDistribution):
                 f"net: expected a {self._net_type.__name__} for {name}, got {type(net).__name__}"
             )
         self.net = net
-        d = net.num_inputs
+        d = net.num_features
         context, context_batch = self._parse_context(context)
         ordering, ordering_batch = self._parse_ordering(ordering, d)
         self.context, self.ordering = context, ordering
@@ -167,7 +167,7 @@ class _FullyVisible(TorchDistribution):
         return ordering.long(), ordering.shape[:-1]
 
     def _validate_context_and_ordering(self) -> None:
-        d, k = self.net.num_inputs, self.net.num_classes
+        d, k = self.net.num_features, self.net.num_classes
         if isinstance(self.ordering, torch.Tensor):
             reference = torch.arange(d, device=self.ordering.device)
             if not bool((self.ordering.sort(-1).values == reference).all()):
@@ -214,14 +214,14 @@ class _FullyVisible(TorchDistribution):
         check_binary(value, "value")
 
     def _validate_sample(self, value: torch.Tensor) -> None:
-        check_event(value, self.net.num_inputs, "value", f" for this {type(self).__name__}")
+        check_event(value, self.net.num_features, "value", f" for this {type(self).__name__}")
         if self._validate_args:
             self._check_support(value)
 
     def _flat_arguments(self, batch: torch.Size, like: torch.Tensor):
         """Context ``(n, ...)`` and ordering (``None``, ``(D,)`` or ``(n, D)``) for the
         ``n = batch.numel()`` rows of a flattened batch; draws random orderings."""
-        n, d = batch.numel(), self.net.num_inputs
+        n, d = batch.numel(), self.net.num_features
         context = self.context
         if context is not None:
             event = self._context_event_shape()
@@ -262,7 +262,7 @@ class _FullyVisible(TorchDistribution):
         """
         if not isinstance(orderings, torch.Tensor) or orderings.dim() != 2:
             raise ValueError(
-                f"orderings: expected a (M, {self.net.num_inputs}) tensor, found "
+                f"orderings: expected a (M, {self.net.num_features}) tensor, found "
                 f"{_shape(orderings)}"
             )
         parts = [self._with_ordering(o).log_prob(value) for o in orderings]
@@ -271,7 +271,7 @@ class _FullyVisible(TorchDistribution):
     def _positions(self, ordering, n: int, like: torch.Tensor):
         """The variable sampled at each step: a list of ints (shared ordering) or a list of
         ``(n,)`` index tensors (per-row orderings), plus the ``(D,)`` / ``(n, D)`` ordering."""
-        d = self.net.num_inputs
+        d = self.net.num_features
         if ordering is None:
             ordering = torch.arange(d, device=like.device)
         if ordering.dim() == 1:
@@ -332,7 +332,7 @@ class FVSBN(_BinaryAutoregressive):
     def _sample_rows(self, n, context, ordering, like, naive):
         net = self.net
         steps, ordering = self._positions(ordering, n, like)
-        u = like.new_empty(n, net.num_inputs).uniform_()
+        u = like.new_empty(n, net.num_features).uniform_()
         logits = net.bias.expand(n, -1).clone()
         x = torch.zeros_like(logits)
         columns = net.weight.t()  # row j: the weights of x_j in every conditional
@@ -421,7 +421,7 @@ class NADE(_BinaryAutoregressive):
 
     def _sample_rows(self, n, context, ordering, like, naive):
         net = self.net
-        d = net.num_inputs
+        d = net.num_features
         steps, ordering = self._positions(ordering, n, like)
         c, b, wt, v, ut = self._ordered_parts(context, ordering)
         wt = wt.contiguous()
@@ -492,7 +492,7 @@ class RNADE(_FullyVisible):
         steps, ordering = self._positions(ordering, n, like)
         wt = net.weight.t().contiguous()
         a = net.hidden_bias_for(context).expand(n, -1).clone()
-        xo = like.new_zeros(n, net.num_inputs)
+        xo = like.new_zeros(n, net.num_features)
         for k, i in enumerate(steps):
             logits, loc, scale = net.mixture_params(a, i)
             j = torch.distributions.Categorical(logits=logits).sample().unsqueeze(-1)

@@ -72,6 +72,7 @@ def energy_log_likelihood(
         per_example,
         method,
         mc_stderr=float(lp.stderr),
+        bound=bound,
         num_samples=int(lp.info.get("num_chains", 0)),
         ess=torch.full((per_example.numel(),), ess_value, dtype=torch.float64),
         diagnostics={

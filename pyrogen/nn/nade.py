@@ -155,20 +155,6 @@ def nade_preactivations(
     return steps.cumsum(1).add_(hidden_bias.unsqueeze(-2))
 
 
-class _SizeAliases:
-    """Older names of the sizes, kept for one release."""
-
-    @property
-    def num_inputs(self) -> int:
-        """Deprecated alias of ``num_features``."""
-        return self.num_features
-
-    @property
-    def num_hidden(self) -> int:
-        """Deprecated alias of ``hidden``."""
-        return self.hidden
-
-
 class _ContextMixin:
     """Class-conditional biases: an embedding of the label added to a bias vector."""
 
@@ -182,7 +168,7 @@ class _ContextMixin:
         return table[context]
 
 
-class FVSBNNet(_SizeAliases, nn.Module):
+class FVSBNNet(nn.Module):
     r"""Parameters of a fully visible sigmoid belief network (logistic autoregression).
 
     .. math:: p(x_{o_k} = 1 \mid x_{o_{<k}}) = \sigma\Big(b_{o_k} + \sum_{i<k} W_{o_k o_i}
@@ -230,7 +216,7 @@ class FVSBNNet(_SizeAliases, nn.Module):
         return self.bias + torch.einsum("nj,nij->ni", x, weight)
 
 
-class NADENet(_SizeAliases, _ContextMixin, nn.Module):
+class NADENet(_ContextMixin, nn.Module):
     r"""Parameters of NADE (Larochelle & Murray 2011), optionally class-conditional and
     with the mask inputs of order-agnostic NADE (Uria et al. 2014).
 
@@ -338,7 +324,7 @@ class NADENet(_SizeAliases, _ContextMixin, nn.Module):
         return _map_chunks(self._logits, x, self.num_features * self.hidden, context, ordering)
 
 
-class RNADENet(_SizeAliases, _ContextMixin, nn.Module):
+class RNADENet(_ContextMixin, nn.Module):
     r"""Parameters of RNADE (Uria, Murray & Larochelle 2013): NADE's hidden layer with a
     mixture of :math:`K` Gaussians per conditional.
 
