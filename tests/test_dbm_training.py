@@ -50,7 +50,7 @@ def test_greedy_stages_train_each_part_on_the_layers_below(float64):
     stages = greedy_stages(parts, lambda k, part: Recorder(k), epochs=2, prefix="rbm")
     assert [s[0] for s in stages] == ["rbm1", "rbm2", "rbm3"] and stages[0][3] is None
     x = torch.rand(5, 6)
-    for name, learner, epochs, prepare in stages:
+    for _name, learner, epochs, prepare in stages:
         assert epochs == 2
         learner.step(prepare(x) if prepare else x)
     torch.testing.assert_close(seen[1][1], parts[0].up(x))
