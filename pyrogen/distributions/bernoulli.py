@@ -13,21 +13,22 @@ class _BernoulliLogProb(torch.autograd.Function):
     r"""Fused :math:`\sum_d \log \mathrm{Bernoulli}(x_d \mid \sigma(l_d))` over the last dim.
 
     Uses :math:`\log p(x_d) = x_d l_d - \mathrm{softplus}(l_d)` and
-    :math:`\partial \log p / \partial l_d = x_d - \sigma(l_d)`, with one temporary of the
-    size of the logits per pass (``binary_cross_entropy_with_logits`` makes several); that
-    matters when the logits are ``particles x batch x pixels``.
+    :math:`\partial \log p / \partial l_d = x_d - \sigma(l_d)`: three passes over the logits
+    each way and one temporary of their size (``binary_cross_entropy_with_logits`` and a sum
+    make several), which is most of the elementwise work of an importance-weighted step when
+    the logits are ``particles x batch x pixels``. The sign is applied after the sum.
     """
 
     @staticmethod
     def forward(ctx, logits, value):
         # value broadcasts to the shape of logits (checked by the caller)
         ctx.save_for_backward(logits, value)
-        return F.softplus(logits).neg_().addcmul_(logits, value).sum(-1)
+        return F.softplus(logits).addcmul_(logits, value, value=-1).sum(-1).neg_()
 
     @staticmethod
     def backward(ctx, grad):
         logits, value = ctx.saved_tensors
-        return torch.sigmoid(logits).neg_().add_(value).mul_(grad.unsqueeze(-1)), None
+        return torch.sigmoid(logits).sub_(value).mul_(grad.neg().unsqueeze(-1)), None
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
@@ -38,7 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen._rng import preserved_rng
-from pyrogen.distributions.bernoulli import IndependentBernoulli
+from pyrogen.distributions.bernoulli import IndependentBernoulli, bernoulli_log_prob
 
 PARTICLE_PLATE = "num_particles_vectorized"
 
@@ -308,41 +307,12 @@ def _validate_value(d, value, support_ok) -> None:
         d._validate_sample(value)
 
 
-class _BernoulliEventLogProb(torch.autograd.Function):
-    r""":math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)` over the last dim of the logits
-    :math:`l`, with gradient :math:`(x_d - \sigma(l_d))\,g`: three passes over the logits
-    each way and one temporary of their size (``binary_cross_entropy_with_logits`` and a sum
-    make several), which is most of a step's elementwise work at ``particles x batch x
-    pixels``."""
-
-    @staticmethod
-    def forward(ctx, logits, value):
-        ctx.save_for_backward(logits, value)
-        return F.softplus(logits).addcmul_(logits, value, value=-1).sum(-1).neg_()
-
-    @staticmethod
-    def backward(ctx, grad):
-        logits, value = ctx.saved_tensors
-        return torch.sigmoid(logits).sub_(value).mul_(grad.neg().unsqueeze(-1)), None
-
-
-def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
-    if len(shape) > len(target):
-        return False
-    return all(s == t or s == 1 for s, t in zip(reversed(shape), reversed(target)))
-
-
 def _bernoulli_log_prob(base, value, n: int):
     if n < 1:
         return None
     if base._validate_args:
         _validate_value(base, value, _is_binary)
-    logits = base.logits
-    value = value.to(logits.dtype)
-    if value.requires_grad or not _broadcasts_to(value.shape, logits.shape):
-        lp = (logits * value - F.softplus(logits)).sum(-1)  # rare: not worth a kernel
-    else:
-        lp = _BernoulliEventLogProb.apply(logits, value)
+    lp = bernoulli_log_prob(base.logits, value)  # the one fused Bernoulli kernel
     return lp.sum(tuple(range(-n + 1, 0))) if n > 1 else lp
 
 
