@@ -66,19 +66,31 @@ class ParticleRecorder(Messenger):
             self._pyro_post_sample(msg)
 
     def _pyro_sample(self, msg) -> None:
-        if self.replay is not None and not msg["is_observed"]:
-            value = self.replay.get(msg["name"])
-            if value is not None:
-                msg["value"] = value
-                msg["done"] = True
+        _replay(self.replay, msg)
 
     def _pyro_post_sample(self, msg) -> None:
-        if site_is_subsample(msg):
-            return
-        name = msg["name"]
-        if name in self.sites:
-            raise ValueError(f"sample site {name!r} appears twice in one run")
-        self.sites[name] = msg
+        _record(self.sites, msg)
+
+
+def _replay(replay: dict | None, msg) -> None:
+    """Put the replayed value of a latent sample site in place (what a recorder does before
+    the site samples)."""
+    if replay is not None and not msg["is_observed"]:
+        value = replay.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+            msg["done"] = True
+
+
+def _record(sites: dict, msg) -> None:
+    """Keep a sample site's message (not subsample statements); a name seen twice in one run
+    is an error."""
+    if site_is_subsample(msg):
+        return
+    name = msg["name"]
+    if name in sites:
+        raise ValueError(f"sample site {name!r} appears twice in one run")
+    sites[name] = msg
 
 
 _BROADCAST = BroadcastMessenger._pyro_sample
@@ -131,21 +143,12 @@ class _ParticleRun(PlateMessenger):
                 _BROADCAST(msg)
             else:
                 _BROADCAST_PLAIN(msg)
-        if self.replay is not None and not msg["is_observed"]:
-            value = self.replay.get(msg["name"])
-            if value is not None:
-                msg["value"] = value
-                msg["done"] = True
+        _replay(self.replay, msg)
 
     def _postprocess_message(self, msg) -> None:
         kind = msg["type"]
         if kind == "sample":
-            if site_is_subsample(msg):
-                return
-            name = msg["name"]
-            if name in self.sites:
-                raise ValueError(f"sample site {name!r} appears twice in one run")
-            self.sites[name] = msg
+            _record(self.sites, msg)
         elif kind != "param" or msg["kwargs"].get("event_dim") is not None:
             SubsampleMessenger._postprocess_message(self, msg)
 
