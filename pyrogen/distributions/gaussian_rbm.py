@@ -88,20 +88,10 @@ class GaussianRBM(RBMBase):
     support = constraints.independent(constraints.real, 1)
     parameter_dims = dict(RBMBase.parameter_dims, visible_scale=("num_visible",))
 
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        visible_bias: torch.Tensor,
-        hidden_bias: torch.Tensor,
-        visible_scale: torch.Tensor,
-        *,
-        gibbs_steps: int = 1000,
-        validate_args: bool | None = None,
-    ) -> None:
+    def __init__(self, weight, visible_bias, hidden_bias, visible_scale, **kwargs) -> None:
+        # keyword-only gibbs_steps and validate_args as for every RBM (RBMBase)
         self.visible_scale = visible_scale
-        super().__init__(
-            weight, visible_bias, hidden_bias, gibbs_steps=gibbs_steps, validate_args=validate_args
-        )
+        super().__init__(weight, visible_bias, hidden_bias, **kwargs)
 
     # ---- conditionals ---------------------------------------------------------------
 

@@ -106,10 +106,10 @@ class ReplicatedSoftmax(EnergyModel):
         num_features: int,
         hidden: int,
         word_counts: torch.Tensor | None = None,
-        init_scale: float = 0.01,
-        name: str | None = None,
         *,
         document_length: int | None = None,
+        init_scale: float = 0.01,
+        name: str | None = None,
     ) -> None:
         super().__init__(num_features, (1, int(num_features)), name)
         self._init_layer_parameters(hidden, init_scale)
