@@ -71,6 +71,7 @@ def test_datasets_lists_every_set(capsys, tmp_path):
     assert "missing" in out
 
 
+@pytest.mark.filterwarnings("ignore:PSIS k-hat")  # 20 samples from a 4-step model
 def test_train_evaluate_sample_on_digits(tmp_path, capsys):
     run = tmp_path / "run"
     args = [
@@ -137,6 +138,7 @@ def test_demo_smoke_runs_on_shipped_digits(tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "samples.png").exists()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the Python-level twins
 def test_deprecated_flags_still_work(tmp_path, capsys):
     # --k (now --num-particles) and --hidden1/--hidden2 (now --hidden 500,1000) were in the
     # README: they keep working for one release, with a warning.

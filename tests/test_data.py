@@ -105,7 +105,7 @@ def test_counts_shapes_and_values(request, name, split):
     assert len(ds) == spec.splits[split]
     assert ds.data.shape == (spec.splits[split], h * w)
     assert ds.data.dtype == torch.float32
-    assert ds.image_shape == spec.image_shape and ds.num_pixels == h * w
+    assert ds.image_shape == spec.image_shape and ds.num_features == h * w
     assert ds.name == name and ds.split == split
     assert ds[0].shape == (h * w,)
     assert ds.__getitems__([0, 2, 1]).shape == (3, h * w)

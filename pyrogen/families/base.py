@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+
+from pyrogen._checks import warn_user
 
 __all__ = [
     "FAMILIES",
@@ -63,9 +64,7 @@ class DataInfo:
     @property
     def num_pixels(self) -> int:
         """Deprecated alias of :attr:`num_features` (removed in the next release)."""
-        warnings.warn(
-            "DataInfo.num_pixels is deprecated; use num_features", DeprecationWarning, stacklevel=2
-        )
+        warn_user("DataInfo.num_pixels is deprecated; use num_features", DeprecationWarning)
         return self.num_features
 
 
@@ -146,10 +145,8 @@ class Family(ABC):
         for key, value in overrides.items():
             if key in self.deprecated_options and key not in fields:
                 new, translate = self.deprecated_options[key]
-                warnings.warn(
-                    f"{self.name}: option {key!r} is deprecated; use {new!r}",
-                    DeprecationWarning,
-                    stacklevel=2,
+                warn_user(
+                    f"{self.name}: option {key!r} is deprecated; use {new!r}", DeprecationWarning
                 )
                 current = {n: values.get(n, f.default) for n, f in fields.items()}
                 values.update(translate(value, current))
@@ -187,11 +184,10 @@ class Family(ABC):
         the old name of an AIS family's ``num_chains`` (and ignored by exact families)."""
         if "num_samples" in options and self.sample_option != "num_samples":
             value = options.pop("num_samples")
-            warnings.warn(
+            warn_user(
                 f"{self.name}: log_likelihood(num_samples=...) is deprecated; "
                 + (f"use {self.sample_option}=" if self.sample_option else "it is exact"),
                 DeprecationWarning,
-                stacklevel=2,
             )
             if self.sample_option is not None:
                 options[self.sample_option] = value
@@ -201,10 +197,9 @@ class Family(ABC):
         """Deprecated (removed in the next release): ``model.sample(num_samples)``, or with
         ``mean=True`` where the model has conditional means, flattened to ``(n, D)`` in
         [0, 1], what this method returned before."""
-        warnings.warn(
+        warn_user(
             f"{self.name}: Family.sample is deprecated; use model.sample(n)",
             DeprecationWarning,
-            stacklevel=2,
         )
         kwargs = {"mean": True} if getattr(model, "has_mean_samples", False) else {}
         x = model.to_unit_interval(model.sample(num_samples, **kwargs))
@@ -228,11 +223,10 @@ def _accepting_steps_per_epoch(learner):
     @functools.wraps(learner)
     def wrapped(self, model, config, lr, *args, steps_per_epoch=None, **kwargs):
         if steps_per_epoch is not None:
-            warnings.warn(
+            warn_user(
                 f"{self.name}: learner(..., steps_per_epoch=...) is deprecated and ignored: "
                 "the training engine tells the learner its steps per epoch",
                 DeprecationWarning,
-                stacklevel=2,
             )
         return learner(self, model, config, lr, *args, **kwargs)
 
