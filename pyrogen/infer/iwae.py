@@ -194,14 +194,20 @@ class IWAE(ELBO):
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """:returns: a scalar whose value is the :meth:`loss` estimate and whose gradient is
-        the chosen estimator of :math:`-\\nabla \\mathcal L_K`."""
+        """The surrogate of the chosen gradient estimator.
+
+        :returns: a scalar whose value is the :meth:`loss` estimate and whose gradient is
+            the chosen estimator of :math:`-\\nabla \\mathcal L_K`.
+        """
         if self.estimator == "dreg":
             return self._dreg_loss(model, guide, args, kwargs)
         return -self._bound(self._log_weights(model, guide, args, kwargs))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Backpropagate the gradient estimator; :returns: the loss as a float."""
+        """Backpropagate the gradient estimator.
+
+        :returns: the loss as a float.
+        """
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward()
