@@ -27,15 +27,6 @@ from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
 from pyrogen.nn.pixelrnn import PixelRNNNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randn(*shape, dtype, scale=1.0):
     return scale * torch.randn(*shape, dtype=dtype)
 

@@ -15,15 +15,6 @@ from pyrogen.distributions import GaussianHiddenRBM, GaussianHiddenRBMAnnealingP
 from pyrogen.infer import ContrastiveDivergence, ais
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_rbm(V, H, seed, scale=0.8, **kwargs):
     g = torch.Generator().manual_seed(seed)
     W = scale * torch.randn(V, H, generator=g, dtype=torch.float64)

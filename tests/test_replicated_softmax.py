@@ -19,15 +19,6 @@ from pyrogen.distributions.replicated_softmax import (
 from pyrogen.infer.ais import ais
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_rsm(K, H, seed, weight_scale=1.0, dtype=torch.float64, **kwargs):
     g = torch.Generator().manual_seed(seed)
     W = weight_scale * torch.randn(K, H, generator=g, dtype=dtype)
