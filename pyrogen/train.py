@@ -72,8 +72,6 @@ class Learner(Protocol):
 
 #: methods of the protocol that every learner must have
 REQUIRED_METHODS = ("step", "evaluate", "state_dict", "load_state_dict", "to")
-#: methods the engine calls when present (``set_lr``: needed with an ``lr_schedule``)
-OPTIONAL_METHODS = ("set_steps_per_epoch", "set_lr")
 
 
 def check_learner(learner, lr_schedule=None) -> None:

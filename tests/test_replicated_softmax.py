@@ -336,3 +336,18 @@ def test_cuda_matches_cpu():
     assert gpu.sample((3,), num_steps=3).device.type == "cuda"
     est = gpu.log_partition(method="ais", num_chains=50, betas=200)
     assert est.log_z.device.type == "cuda"
+
+
+def test_energy_log_likelihood_uses_each_documents_own_length():
+    # the evaluator itself (not only the model) scores a mixed-length batch under Z_D of
+    # each document's length: it equals log_prob, which is normalised per length
+    from pyrogen.evaluate import energy_log_likelihood
+
+    torch.manual_seed(0)
+    rsm = ReplicatedSoftmaxRBM(torch.randn(8, 5) * 0.3, torch.randn(8) * 0.3, torch.zeros(5))
+    x = torch.cat(
+        [torch.distributions.Multinomial(n, torch.ones(8)).sample((3,)) for n in (2, 6, 9)]
+    )
+    result = energy_log_likelihood(rsm, x, progress=False)
+    torch.testing.assert_close(result.per_example, rsm.log_prob(x).double())
+    assert result.diagnostics["num_lengths"] == 3 and result.is_exact

@@ -318,6 +318,17 @@ class EnergyBasedDistribution(TorchDistribution):
             del cache[old]
         cache[key] = result
 
+    #: which examples share a partition function: ``None`` (all of them), or the names
+    #: (singular, plural) of what selects it, e.g. ``("document length", "lengths")``
+    partition_group: tuple[str, str] | None = None
+
+    def log_partition_groups(self, value: torch.Tensor, method: str = "auto", **kwargs):
+        """The partition functions that the rows of ``value`` are normalised by, as
+        ``[(LogPartition, rows)]`` with ``rows`` the indices of the rows sharing it (``None``:
+        every row); keyword arguments as for :meth:`log_partition`. One :math:`\\log Z` for
+        most models; models with one per :attr:`partition_group` return one per group."""
+        return [(self.log_partition(method, **kwargs), None)]
+
     def log_partition(self, method: str = "auto", **kwargs) -> LogPartition:
         """:math:`\\log Z`: ``"exact"`` (enumeration over the smaller layer, when it has at
         most :attr:`max_enumeration` units), ``"ais"`` (annealed importance sampling;

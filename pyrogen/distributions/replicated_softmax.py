@@ -272,6 +272,18 @@ class ReplicatedSoftmaxRBM(RBMBase):
         D = self._resolve_length(length)
         return self._cached_log_partition(method, kwargs, {"length": D})
 
+    partition_group = ("document length", "lengths")
+
+    def log_partition_groups(self, value: torch.Tensor, method: str = "auto", **kwargs):
+        """One :math:`\\log Z_D` per distinct document length :math:`D` in ``value``
+        (``[(LogPartition, rows of that length)]``; see
+        :meth:`~pyrogen.distributions.energy.EnergyBasedDistribution.log_partition_groups`)."""
+        lengths, inverse = torch.unique(value.to(self.weight.dtype).sum(-1), return_inverse=True)
+        return [
+            (self.log_partition(method, length=int(D), **kwargs), (inverse == i).nonzero()[:, 0])
+            for i, D in enumerate(lengths.tolist())
+        ]
+
     def _ais_log_partition(self, length=None, data=None, smoothing: float = 0.5, **kwargs):
         return ais(self.annealing_path(data=data, length=length, smoothing=smoothing), **kwargs)
 

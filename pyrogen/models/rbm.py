@@ -24,7 +24,6 @@ from pyro.infer.util import is_validation_enabled
 
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.distributions.replicated_softmax import ReplicatedSoftmaxRBM, check_counts
-from pyrogen.evaluate.result import LogLikelihood
 from pyrogen.models.base import logit_of_mean
 from pyrogen.models.energy import EnergyModel
 
@@ -140,70 +139,6 @@ class ReplicatedSoftmax(EnergyModel):
     def _visible_mean(self, dist, state) -> torch.Tensor:
         # expected counts given h: D softmax(b + W h), each chain with its own length D
         return state[0].sum(-1, keepdim=True) * torch.softmax(dist.visible_logits(state[1]), -1)
-
-    @torch.no_grad()
-    def log_likelihood(
-        self,
-        data,
-        *,
-        num_chains: int = 100,
-        betas: int | torch.Tensor = 14500,
-        batch_size: int = 1000,
-        progress: bool = True,
-    ):
-        r"""Mean test log-likelihood :math:`\frac1N \sum_n \log p(v_n \mid D_n)` of count
-        vectors, each under the distribution of its own length :math:`D_n` (one partition
-        function :math:`Z_D` per distinct length: exact by enumeration of a small hidden
-        layer, else one AIS run per length with ``num_chains`` chains and ``betas``
-        temperatures, its base rates fitted to the documents of that length).
-
-        The Monte Carlo error combines the lengths' AIS errors,
-        :math:`\mathrm{se}^2 = \sum_D (N_D / N)^2\, \mathrm{se}(\log \hat Z_D)^2`."""
-        if hasattr(data, "tensor") and callable(data.tensor):
-            data = data.tensor()
-        data = self._prepare(data, "data")
-        dist = self.distribution()
-        like = dist.weight
-        data = data.to(like)
-        exact = dist.can_enumerate()
-        unnorm = torch.cat([dist.unnormalized_log_prob(x) for x in data.split(batch_size)])
-        lengths, inverse = torch.unique(data.sum(-1), return_inverse=True)
-        log_z, stderr, ess = [], [], []
-        iterator = lengths.tolist()
-        if progress and not exact:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, desc="AIS per document length", unit="length")
-        for D in iterator:
-            if exact:
-                lp = dist.log_partition("exact", length=int(D))
-            else:
-                docs = data[data.sum(-1) == D]
-                lp = dist.log_partition(
-                    "ais", length=int(D), data=docs, num_chains=num_chains, betas=betas
-                )
-            log_z.append(float(lp.log_z))
-            stderr.append(float(lp.stderr))
-            ess.append(float(lp.ess) if lp.ess is not None else float("nan"))
-        log_z_t = torch.tensor(log_z, dtype=torch.float64)
-        per_example = unnorm.double().cpu() - log_z_t[inverse.cpu()]
-        counts = torch.bincount(inverse.cpu(), minlength=len(log_z)).double()
-        n = per_example.numel()
-        mc = float(torch.sqrt(((counts / n) ** 2 * torch.tensor(stderr).double() ** 2).sum()))
-        estimator = (
-            "exact log Z per document length"
-            if exact
-            else f"AIS per document length ({num_chains} chains, "
-            f"{betas if isinstance(betas, int) else len(betas)} temperatures)"
-        )
-        return LogLikelihood.from_per_example(
-            per_example,
-            f"{estimator}, {len(log_z)} lengths",
-            mc_stderr=mc,
-            num_samples=0 if exact else int(num_chains),
-            ess=torch.tensor(ess, dtype=torch.float64)[inverse.cpu()],
-            diagnostics={"num_lengths": len(log_z), "log_z_stderr_max": max(stderr)},
-        )
 
     @torch.no_grad()
     def topics(self) -> torch.Tensor:
