@@ -3,8 +3,21 @@
 from pyrogen.infer.ais import ais, ais_log_partition, default_betas
 from pyrogen.infer.cd import ContrastiveDivergence
 from pyrogen.infer.iwae import IWAE
+from pyrogen.infer.nvil import NVIL
+from pyrogen.infer.vimco import VIMCO
+from pyrogen.infer.wake_sleep import ReweightedWakeSleep, WakeSleep
 
-__all__ = ["IWAE", "ContrastiveDivergence", "ais", "ais_log_partition", "default_betas"]
+__all__ = [
+    "IWAE",
+    "NVIL",
+    "VIMCO",
+    "ContrastiveDivergence",
+    "ReweightedWakeSleep",
+    "WakeSleep",
+    "ais",
+    "ais_log_partition",
+    "default_betas",
+]
 
 from pyrogen.infer.dictionary import update_dictionary  # noqa: E402
 from pyrogen.infer.lasso import LassoResult, lasso_fista, lasso_objective  # noqa: E402
