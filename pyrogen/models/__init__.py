@@ -8,6 +8,7 @@ from pyrogen.models.base import GenerativeModel, PyroModel, Representation
 from pyrogen.models.dbm import DeepBoltzmannMachine
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.greedy import StackRBM
+from pyrogen.models.helmholtz import HelmholtzMachine
 from pyrogen.models.kmeans import KMeansFeatures
 from pyrogen.models.linear_gaussian import LinearGaussianVAE
 from pyrogen.models.psd import PSD, PSDLearner
@@ -24,6 +25,7 @@ __all__ = [
     "DeepBoltzmannMachine",
     "EnergyModel",
     "GenerativeModel",
+    "HelmholtzMachine",
     "KMeansFeatures",
     "LinearGaussianVAE",
     "PSDLearner",
