@@ -319,7 +319,7 @@ def test_nvil_baselines_change_variance_not_mean(float64):
         for name, loss in [("plain", plain), ("centred", centred), ("net", with_net)]
     }
     exact = _exact_grad(net, -_exact_elbo(net, DATA), ("c1",))
-    for name, d in draws.items():
+    for d in draws.values():
         mean = d.sum(1).mean(0)  # per copy of the two rows
         se = d.sum(1).std(0) / math.sqrt(d.shape[0])
         _assert_close(mean, se, exact)
@@ -555,3 +555,32 @@ def test_non_binary_data_is_refused(float64):
     for loss in (ReweightedWakeSleep(2), VIMCO(2), NVIL(), WakeSleep()):
         with pytest.raises(ValueError):
             loss.loss_and_grads(net.model, net.guide, bad)
+
+
+# --------------------------------------------------------------------- HelmholtzMachine
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: WakeSleep(),
+        lambda m: ReweightedWakeSleep(5, insomnia=0.5),
+        lambda m: NVIL(m.baseline),
+        lambda m: VIMCO(5),
+    ],
+    ids=["ws", "rws", "nvil", "vimco"],
+)
+def test_rules_train_helmholtz_machine(make):
+    helmholtz = pytest.importorskip("pyrogen.models.helmholtz")
+    torch.manual_seed(0)
+    m = helmholtz.HelmholtzMachine((8, 4, 3), baseline_hidden=5)
+    x = (torch.rand(64, 8) < 0.3).float()
+    x[:, :4] = x[:, 4:]  # some structure to learn
+    svi = SVI(m.model, m.guide, Adam({"lr": 0.05}), make(m))
+    with torch.no_grad():
+        before = -m.log_prob(x).mean().item()
+    losses = [svi.step(x, subsample_size=32) for _ in range(50)]
+    with torch.no_grad():
+        after = -m.log_prob(x).mean().item()
+    assert all(math.isfinite(v) for v in losses)
+    assert after < before

@@ -218,9 +218,9 @@ class NVIL(ELBO):
         )
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """:returns: a scalar whose value is the negative ELBO estimate and whose gradient is
-        NVIL's estimate of :math:`-\\nabla \\mathcal L` (plus the baseline's regression
-        gradient for ``baseline_net``)."""
+        """A scalar whose value is the negative ELBO estimate and whose gradient is NVIL's
+        estimate of :math:`-\\nabla \\mathcal L` (plus the baseline's regression gradient
+        for ``baseline_net``)."""
         if self.model_plate_nesting is None:
             self.model_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
         nesting = self.model_plate_nesting

@@ -112,8 +112,8 @@ class VIMCO(ELBO):
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """:returns: a scalar whose value is the :meth:`loss` estimate and whose gradient is
-        VIMCO's estimate of :math:`-\\nabla \\mathcal L_K`."""
+        """A scalar whose value is the :meth:`loss` estimate and whose gradient is VIMCO's
+        estimate of :math:`-\\nabla \\mathcal L_K`."""
         lw, log_q_score = self._terms(model, guide, args, kwargs)
         log_w = lw.log_weights
         bound = lw.log_mean_weight()  # its gradient: sum_j w~_j grad log w_j

@@ -443,16 +443,16 @@ class ReweightedWakeSleep(ELBO):
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:
-        """:returns: the negative :math:`K`-sample bound, summed over the batch (a float;
-        the sleep phase is not run)."""
+        """The negative :math:`K`-sample bound, summed over the batch, as a float (the sleep
+        phase is not run)."""
         lw = self._wake(model, guide, args, kwargs)
         loss = -scaled_sum(lw.log_mean_weight(), lw.scale).item()
         warn_if_nan(loss, "loss")
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """:returns: a scalar whose value is the negative :math:`K`-sample bound and whose
-        gradient is that of the wake-p, wake-q and sleep-q losses (module docs)."""
+        """A scalar whose value is the negative :math:`K`-sample bound and whose gradient
+        is that of the wake-p, wake-q and sleep-q losses (module docs)."""
         surrogate, value = self._surrogate(model, guide, args, kwargs)
         return surrogate - surrogate.detach() + value
 
