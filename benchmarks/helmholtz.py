@@ -50,7 +50,9 @@ RUNS = [
 ]
 
 #: published test NLLs on MNIST (nats), with whether we could confirm them from the paper
-#: text available to us when this benchmark was written
+#: text available to us when this benchmark was written (searches found the papers'
+#: abstracts, not their result tables: every number here is from memory and unconfirmed,
+#: except the bidirectional Helmholtz machine's 84.8, which issue 10 states as confirmed)
 PUBLISHED = [
     ("WS, SBN 200-200 (Mnih & Gregor 2014)", 107.6, False),
     ("NVIL, SBN 200-200 (Mnih & Gregor 2014)", 99.8, False),
