@@ -40,7 +40,12 @@ from tqdm import tqdm
 
 from pyrogen._checks import warn_user
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
-from pyrogen.infer._weights import compute_log_weights, guess_max_plate_nesting, run_particles
+from pyrogen.infer._weights import (
+    compute_log_weights,
+    guess_max_plate_nesting,
+    plate_nesting_arg,
+    run_particles,
+)
 
 
 def psis_khat(log_weights: np.ndarray) -> np.ndarray:
@@ -159,7 +164,7 @@ def importance_log_likelihood(
     device = torch.device(device) if device is not None else _module_device(model)
     batches, num_batches = _as_batches(data, batch_size)
     per_example, ess, khat, mc_var = [], [], [], []
-    nesting = max_plate_nesting
+    nesting = plate_nesting_arg(max_plate_nesting)
     bar = tqdm(batches, total=num_batches, desc=f"log p(x), K={num_samples}", disable=not progress)
     for x in bar:
         if isinstance(x, list | tuple):
@@ -221,7 +226,7 @@ def importance_bound(
 
     :returns: ``(mean, stderr)``, each of shape ``(N,)``.
     """
-    nesting = max_plate_nesting
+    nesting = plate_nesting_arg(max_plate_nesting)
     if nesting is None:
         nesting = guess_max_plate_nesting(model, guide, (data,), {})
     lw = example_log_weights(

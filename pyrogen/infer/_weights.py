@@ -53,7 +53,7 @@ class ParticleRecorder(Messenger):
     def __init__(self, replay: dict | None = None) -> None:
         super().__init__()
         self.replay = replay
-        self.sites: dict[str, dict] = {}
+        self.sites = Sites()
 
     # Messenger dispatches on "_pyro_" + type for every message (param statements of the
     # user's modules included); answering sample messages directly is a measurable saving.
@@ -72,9 +72,31 @@ class ParticleRecorder(Messenger):
         _record(self.sites, msg)
 
 
+class Sites(dict):
+    """The sample sites of one run (name -> message), and in :attr:`subsamples` the indices
+    that its subsampled plates drew (plate name -> index tensor).
+
+    Subsample statements are not sample sites of the model: they carry no log-density and
+    are left out of the dict, but a model scored against a guide's latent values must see
+    the guide's minibatch, so :func:`run_model` replays them (as ``poutine.replay`` does for
+    Pyro's own losses).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.subsamples: dict[str, torch.Tensor] = {}
+
+    def replay_values(self) -> dict:
+        """name -> value of what a replay of this run fixes: its latent sites' values and
+        its plates' subsample indices."""
+        values = dict(self.subsamples)
+        values.update((n, s["value"]) for n, s in self.items() if not s["is_observed"])
+        return values
+
+
 def _replay(replay: dict | None, msg) -> None:
-    """Put the replayed value of a latent sample site in place (what a recorder does before
-    the site samples)."""
+    """Put the replayed value of a latent sample site (or a plate's subsample indices) in
+    place (what a recorder does before the site samples)."""
     if replay is not None and not msg["is_observed"]:
         value = replay.get(msg["name"])
         if value is not None:
@@ -82,10 +104,11 @@ def _replay(replay: dict | None, msg) -> None:
             msg["done"] = True
 
 
-def _record(sites: dict, msg) -> None:
-    """Keep a sample site's message (not subsample statements); a name seen twice in one run
-    is an error."""
+def _record(sites: Sites, msg) -> None:
+    """Keep a sample site's message (subsample statements: their indices, in
+    ``sites.subsamples``); a name seen twice in one run is an error."""
     if site_is_subsample(msg):
+        sites.subsamples[msg["name"]] = msg["value"]
         return
     name = msg["name"]
     if name in sites:
@@ -117,18 +140,18 @@ class _ParticleRun(PlateMessenger):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.replay: dict | None = None
-        self.sites: dict[str, dict] = {}
+        self.sites = Sites()
         self.in_use = False
 
     def start(self, replay: dict | None = None) -> _ParticleRun:
         self.replay = replay
-        self.sites = {}
+        self.sites = Sites()
         self.in_use = True
         return self
 
-    def take(self) -> dict[str, dict]:
+    def take(self) -> Sites:
         """The recorded sites; forgets them (and the replayed values) here."""
-        sites, self.sites, self.replay, self.in_use = self.sites, {}, None, False
+        sites, self.sites, self.replay, self.in_use = self.sites, Sites(), None, False
         return sites
 
     def _process_message(self, msg) -> None:
@@ -171,6 +194,27 @@ class ParticlePlates:
 _PLATES = ParticlePlates()
 
 
+def plate_nesting_arg(value) -> int | None:
+    """Check a ``max_plate_nesting`` argument: a non-negative integer, or ``None`` /
+    ``float("inf")`` (Pyro's default for its ELBOs), both meaning "guess it from one run of
+    the model and the guide" (:func:`guess_max_plate_nesting`).
+
+    :raises ValueError: for anything else (a negative, fractional or NaN value).
+    """
+    if value is None or (isinstance(value, float | int) and value == math.inf):
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise ValueError(f"max_plate_nesting must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"max_plate_nesting must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def guess_max_plate_nesting(model, guide, args, kwargs) -> int:
     """Run ``guide`` and ``model`` once (no particles) and return the deepest plate nesting.
 
@@ -204,13 +248,23 @@ def _run(fn, args, kwargs, num_particles: int, max_plate_nesting: int, replay) -
 
 
 def run_guide(guide, args, kwargs, num_particles: int, max_plate_nesting: int, replay=None):
-    """Run ``guide`` in the particle plate; :returns: its sample sites (name -> message)."""
+    """Run ``guide`` in the particle plate; :returns: its sample sites (:class:`Sites`).
+
+    :param dict replay: name -> value of latent sites (and plate name -> subsample indices)
+        to fix instead of sampling them; pass ``sites.replay_values()`` of an earlier run to
+        rerun the guide on the same minibatch.
+    """
     return _run(guide, args, kwargs, num_particles, max_plate_nesting, replay)
 
 
 def run_model(model, guide_sites, args, kwargs, num_particles: int, max_plate_nesting: int):
-    """Run ``model`` in the particle plate, replaying the guide's latent values."""
-    replay = {n: s["value"] for n, s in guide_sites.items() if not s["is_observed"]}
+    """Run ``model`` in the particle plate, replaying the guide's latent values and the
+    subsample indices of the guide's plates (so that a subsampled model scores the
+    minibatch the guide sampled for)."""
+    if isinstance(guide_sites, Sites):
+        replay = guide_sites.replay_values()
+    else:
+        replay = {n: s["value"] for n, s in guide_sites.items() if not s["is_observed"]}
     return _run(model, args, kwargs, num_particles, max_plate_nesting, replay)
 
 
@@ -530,7 +584,10 @@ def compute_log_weights(
             check_model_guide_match(_as_trace(model_sites), _as_trace(guide_sites), ndim)
     sites = p_sites + q_sites
     if not sites:
-        raise ValueError("the model and guide have no sample sites to weight")
+        # No sample site (only parameters): p / q = 1, log w = 0, a bound of 0 as Pyro's
+        # losses return for such a pair.
+        zero = torch.zeros(1)
+        return LogWeights(zero, zero, 1.0, False, (), ndim)
 
     # Plates shared by every site keep their own weights; the rest are summed over.
     common = None

@@ -36,8 +36,26 @@ incoming gradient by :math:`\tilde w_k` (so the path derivative picks up
 :math:`\tilde w_k \log q_\phi(z_k)` cancels the score term exactly. The model runs once.
 
 Plates shared by every sample site (the ``"data"`` plate of an amortized model) get one
-importance weight per element, so the bound is summed over examples; a subsampling scale
-common to all sites is applied after the log-mean-exp, where it belongs.
+importance weight per element, so the bound is summed over examples.
+
+**Subsampling.** With ``pyro.plate("data", N, subsample_size=B)`` in model and guide, the
+indices the guide's plate draws are replayed into the model (as ``poutine.replay`` does for
+Pyro's own losses), in every pass of both estimators, so the model scores the minibatch the
+guide sampled for. The common scale :math:`N / B` is applied *after* the log-mean-exp:
+
+.. math::
+
+    \widehat{\mathcal L}_K = \frac NB \sum_{n \in \text{batch}}
+        \log \frac1K \sum_k w_{nk},
+
+an unbiased estimate of the full-data bound :math:`\sum_{n=1}^N \mathcal L_K(x_n)`, and
+with fixed indices an upper bound on :math:`-\frac NB \sum_n \log p(x_n)` as a loss.
+Pyro's ``RenyiELBO`` scales the log-weights *inside* the log-mean-exp instead, which
+estimates neither and can fall below the exact :math:`-\log p(x)` of the rows.
+
+``max_plate_nesting=None`` or ``float("inf")`` (Pyro's default) is guessed from one run of
+model and guide; a model and guide with no sample site (parameters only) give a loss of 0,
+as Pyro's losses do.
 
 **References**
 
@@ -62,6 +80,7 @@ from pyrogen.infer._weights import (
     guess_max_plate_nesting,
     guide_log_prob,
     latent_sites,
+    plate_nesting_arg,
     run_guide,
     run_model,
     run_particles,
@@ -138,7 +157,8 @@ class IWAE(ELBO):
     :param str estimator: ``"iwae"`` (the standard gradient) or ``"dreg"`` (doubly
         reparameterized gradient of Tucker et al. 2018).
     :param int max_plate_nesting: number of plate dims the model uses (not counting the
-        particle plate). Guessed from one run of model and guide when ``None``.
+        particle plate). Guessed from one run of model and guide when ``None`` or
+        ``float("inf")``; any larger value also works.
     """
 
     def __init__(
@@ -153,7 +173,7 @@ class IWAE(ELBO):
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         super().__init__(num_particles=int(num_particles), vectorize_particles=True)
         self.estimator = estimator
-        self.model_plate_nesting = max_plate_nesting
+        self.model_plate_nesting = plate_nesting_arg(max_plate_nesting)
         self.structure_checks = StructureChecks()
 
     def __repr__(self) -> str:
@@ -219,10 +239,15 @@ class IWAE(ELBO):
         nesting = self._nesting(model, guide, args, kwargs)
         k = self.num_particles
         # Pass A: sample z, keeping its reparameterization graph z = T(eps; phi).
-        sites = latent_sites(run_guide(guide, args, kwargs, k, nesting))
+        guide_a = run_guide(guide, args, kwargs, k, nesting)
+        sites = latent_sites(guide_a)
+        if not sites:  # nothing to reparameterize: the standard estimator is the same
+            return -self._bound(self._log_weights(model, guide, args, kwargs))
         slots = {site["name"]: _Slot() for site in sites}
         scaled = {s["name"]: _ScaleGrad.apply(s["value"], slots[s["name"]]) for s in sites}
-        # Pass B: guide and model evaluated at the gradient-scaled copy of z.
+        # Pass B: guide and model evaluated at the gradient-scaled copy of z (and on pass
+        # A's minibatch: the subsample indices of its plates are replayed in every pass).
+        scaled.update(guide_a.subsamples)
         guide_b = run_guide(guide, args, kwargs, k, nesting, replay=scaled)
         model_b = run_model(model, guide_b, args, kwargs, k, nesting)
         lw = compute_log_weights(model_b, guide_b, nesting, self.structure_checks)

@@ -77,8 +77,13 @@ from pyro.infer import ELBO
 from pyro.util import warn_if_nan
 
 from pyrogen._rng import preserved_rng
-from pyrogen.infer._weights import StructureChecks, guess_max_plate_nesting, run_particles
-from pyrogen.infer.wake_sleep import check_nesting, check_num_particles, scaled_sum, site_terms
+from pyrogen.infer._weights import (
+    StructureChecks,
+    guess_max_plate_nesting,
+    plate_nesting_arg,
+    run_particles,
+)
+from pyrogen.infer.wake_sleep import check_num_particles, scaled_sum, site_terms
 
 
 def _dependencies(fn, args, kwargs) -> dict[str, set[str]] | None:
@@ -144,7 +149,7 @@ class NVIL(ELBO):
         self.normalize = bool(normalize)
         self.local_signals = bool(local_signals)
         self.baseline_name = baseline_name
-        self.model_plate_nesting = check_nesting(max_plate_nesting)
+        self.model_plate_nesting = plate_nesting_arg(max_plate_nesting)
         self.structure_checks = StructureChecks()
         #: site name -> tensor ``[c, v]`` (running mean and variance of its signal)
         self.stats: dict[str, torch.Tensor] = {}

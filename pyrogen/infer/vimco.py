@@ -50,8 +50,13 @@ import torch
 from pyro.infer import ELBO
 from pyro.util import warn_if_nan
 
-from pyrogen.infer._weights import StructureChecks, guess_max_plate_nesting, run_particles
-from pyrogen.infer.wake_sleep import check_nesting, check_num_particles, scaled_sum, site_terms
+from pyrogen.infer._weights import (
+    StructureChecks,
+    guess_max_plate_nesting,
+    plate_nesting_arg,
+    run_particles,
+)
+from pyrogen.infer.wake_sleep import check_num_particles, scaled_sum, site_terms
 
 
 def leave_one_out_log_mean(log_w: torch.Tensor) -> torch.Tensor:
@@ -79,7 +84,7 @@ class VIMCO(ELBO):
     def __init__(self, num_particles: int = 5, *, max_plate_nesting: int | None = None) -> None:
         k = check_num_particles(num_particles, 2)
         super().__init__(num_particles=k, vectorize_particles=True)
-        self.model_plate_nesting = check_nesting(max_plate_nesting)
+        self.model_plate_nesting = plate_nesting_arg(max_plate_nesting)
         self.structure_checks = StructureChecks()
 
     def __repr__(self) -> str:

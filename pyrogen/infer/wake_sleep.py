@@ -84,6 +84,7 @@ from pyrogen.infer._weights import (
     _site_log_prob,
     _sum_log_probs,
     guess_max_plate_nesting,
+    plate_nesting_arg,
     run_guide,
     run_model,
 )
@@ -96,18 +97,6 @@ def check_num_particles(num_particles, minimum: int = 1, name: str = "num_partic
     if int(num_particles) != num_particles or num_particles < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {num_particles!r}")
     return int(num_particles)
-
-
-def check_nesting(max_plate_nesting) -> int | None:
-    if max_plate_nesting is None:
-        return None
-    if isinstance(max_plate_nesting, bool) or int(max_plate_nesting) != max_plate_nesting:
-        raise ValueError(
-            f"max_plate_nesting must be a non-negative integer or None, got {max_plate_nesting!r}"
-        )
-    if max_plate_nesting < 0:
-        raise ValueError(f"max_plate_nesting must be >= 0, got {max_plate_nesting!r}")
-    return int(max_plate_nesting)
 
 
 def is_one(scale) -> bool:
@@ -388,7 +377,7 @@ class ReweightedWakeSleep(ELBO):
             num_sleep_particles, 1, "num_sleep_particles"
         )
         self.sleep_inputs = sleep_inputs
-        self.model_plate_nesting = check_nesting(max_plate_nesting)
+        self.model_plate_nesting = plate_nesting_arg(max_plate_nesting)
         self.structure_checks = StructureChecks()
 
     def __repr__(self) -> str:
