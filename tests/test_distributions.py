@@ -50,3 +50,24 @@ def test_validation_names_the_bad_value():
         d.log_prob(torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 0.0]]))
     with pytest.raises(ValueError, match="logits"):
         IndependentBernoulli(torch.tensor(0.3))
+
+
+@pytest.mark.parametrize("wrapped", ["logits", "value"])
+def test_bernoulli_log_prob_keeps_its_graph_for_tensor_subclasses(wrapped):
+    # TraceGraph_ELBO hands Pyro's ProvenanceTensors (a torch.Tensor subclass) to the
+    # log-density: the logits of an observation below a discrete latent are one. The fused
+    # kernel once returned a result without a graph there (every gradient silently zero).
+    from pyro.ops.provenance import ProvenanceTensor
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 6, generator=g, requires_grad=True)
+    value = (torch.rand(5, 6, generator=g) < 0.5).float()
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(value).sum(-1)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), logits)
+    args = {"logits": logits, "value": value}
+    args[wrapped] = ProvenanceTensor(args[wrapped], frozenset({"h1"}))
+    got = IndependentBernoulli(args["logits"]).log_prob(args["value"])
+    assert got.grad_fn is not None
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    torch.testing.assert_close(torch.as_tensor(got).detach(), expected.detach())
+    torch.testing.assert_close(grad, grad_expected)

@@ -41,8 +41,15 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
     r"""Log-probability of binary ``value`` under independent Bernoulli(sigmoid(``logits``))
     pixels, summed over the last dim; broadcasts like ``logits + value``."""
     value = value.to(logits.dtype)
-    if value.requires_grad or not _broadcasts_to(value.shape, logits.shape):
-        # rare: gradients through the value, or a value with more batch dims than logits
+    if (
+        value.requires_grad
+        or type(value) is not torch.Tensor
+        or type(logits) is not torch.Tensor
+        or not _broadcasts_to(value.shape, logits.shape)
+    ):
+        # rare: gradients through the value, a value with more batch dims than logits, or
+        # tensor subclasses (Pyro's TraceGraph_ELBO passes ProvenanceTensors), whose
+        # __torch_function__ would drop the autograd graph of a custom Function's output
         return (logits * value - F.softplus(logits)).sum(-1)
     return _BernoulliLogProb.apply(logits, value)
 
