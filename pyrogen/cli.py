@@ -17,6 +17,7 @@ from pyrogen import data as pdata
 from pyrogen.families.base import parse_sizes
 from pyrogen.registry import get_family, load_families
 from pyrogen.runs import Run, RunConfig, demo
+from pyrogen.train import CheckpointError
 
 # ------------------------------------------------------------------------------ argparse
 
@@ -222,6 +223,19 @@ def _train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``pyrogen`` command; an unreadable checkpoint ends it with its message (which
+    names the file and the ways out) and exit status 1 rather than a traceback.
+
+    :param argv: the arguments (default ``sys.argv[1:]``).
+    """
+    try:
+        return _command(argv)
+    except CheckpointError as error:
+        print(f"pyrogen: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _command(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "datasets":
         print(pdata.format_table(pdata.describe(args.root)))

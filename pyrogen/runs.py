@@ -23,6 +23,11 @@ A run folder holds
                           training options) and the data's shape
 ``checkpoint.pt``         the learner's state, position, RNG states (written atomically;
                           training resumes from it exactly)
+``checkpoint.prev.pt``    the checkpoint before it, kept so that a damaged ``checkpoint.pt``
+                          (e.g. truncated by a partial copy) falls back to it with a
+                          warning; with neither readable, loading stops with an error naming
+                          the file and the way out (delete the folder, train elsewhere,
+                          or restore the file)
 ``history.jsonl``         one JSON object per logged step and validation
 ``eval.json``             the last evaluation (``LogLikelihood.to_dict()`` and the split)
 ``samples.png``           the last sample grid

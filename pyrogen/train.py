@@ -24,7 +24,10 @@ periodic validation, atomic checkpoints with exact resume (learner state, RNG st
 position) and a NaN/inf guard that stops with a clear message and keeps the last good
 checkpoint. A run folder (``out``) receives ``checkpoint.pt`` and ``history.jsonl`` (one JSON
 object per line: ``{"kind": "train" | "val", "step", "epoch", ...}``, rewritten with every
-checkpoint).
+checkpoint). The checkpoint before the latest is kept beside it as ``checkpoint.prev.pt``:
+when the latest cannot be read (e.g. truncated by a partial copy), :func:`load_checkpoint`
+falls back to it with a :class:`CheckpointWarning`, and stops with a
+:class:`CheckpointError` naming the files and the ways out when neither can be read.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import math
 import os
 import tempfile
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +113,56 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- checkpoints
 
+#: the checkpoint written before the latest one, kept beside it (``checkpoint.prev.pt``)
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+
+class CheckpointError(RuntimeError):
+    """No readable checkpoint: the latest one (and the previous one kept beside it) could not
+    be read. The message names the files and the ways out."""
+
+
+class CheckpointWarning(UserWarning):
+    """The latest checkpoint could not be read; the previous one was used instead."""
+
+
+def previous_checkpoint(path: str | os.PathLike) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.pt`` ->
+    ``checkpoint.prev.pt`` (``name.ext`` -> ``name.prev.ext`` for other names).
+
+    :param path: the latest checkpoint's path.
+    """
+    path = Path(path)
+    if path.name == CHECKPOINT_NAME:
+        return path.with_name(PREVIOUS_CHECKPOINT_NAME)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _looks_complete(path: Path) -> bool:
+    """A cheap check that ``path`` is a whole ``torch.save`` archive: its zip directory (at
+    the end of the file) can be read, which a truncated copy fails."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def save_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = True
+) -> Path:
     """Write ``state`` with ``torch.save`` atomically: to a temporary file in the same folder,
     flushed to disk, then renamed over ``path``. An interrupted write leaves any previous
-    checkpoint at ``path`` intact."""
+    checkpoint at ``path`` intact.
+
+    :param dict state: what to save.
+    :param path: the checkpoint's path.
+    :param bool keep_previous: move the checkpoint already at ``path`` to
+        :func:`previous_checkpoint` (``checkpoint.prev.pt``) first, so that a damaged latest
+        file still leaves one to fall back on (:func:`load_checkpoint`). A file at ``path``
+        that is not a whole checkpoint (e.g. truncated by a partial copy) does not replace
+        a good previous one: it is overwritten instead.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -121,6 +171,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists() and _looks_complete(path):
+            # between these two renames only the previous file exists, which
+            # load_checkpoint falls back to: a crash there loses nothing
+            os.replace(path, previous_checkpoint(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -129,14 +183,67 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (or :func:`train`)."""
+def _way_out(path: Path) -> str:
+    return (
+        f"To start afresh, delete the run folder {path.parent} (or train with --out / out= "
+        "pointing elsewhere); to keep this run, restore the file from a backup or copy it "
+        "again in full."
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location="cpu", fallback: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (or :func:`train`).
+
+    When the latest checkpoint cannot be read (a partial copy, a full disk, a file damaged
+    from outside), the previous one kept beside it (:func:`previous_checkpoint`) is loaded
+    instead, with a :class:`CheckpointWarning` naming both; when neither can be read, a
+    :class:`CheckpointError` names the files and the ways out.
+
+    :param path: a checkpoint file, or a run folder (its ``checkpoint.pt``).
+    :param map_location: passed to ``torch.load``.
+    :param bool fallback: fall back to the previous checkpoint (``False``: read ``path``
+        only, still with a clear error).
+    :raises FileNotFoundError: when there is no checkpoint at all.
+    :raises CheckpointError: when no checkpoint there can be read.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    if not path.exists():
+    previous = previous_checkpoint(path)
+    candidates = [path] + ([previous] if fallback else [])
+    present = [p for p in candidates if p.exists()]
+    if not present:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    errors = []
+    for candidate in present:
+        try:
+            state = torch.load(candidate, map_location=map_location, weights_only=False)
+        except Exception as error:  # noqa: BLE001 -- torch raises many kinds for a bad file
+            errors.append((candidate, error))
+            continue
+        if candidate != path:
+            why = f"it cannot be read ({_describe(errors[0][1])})" if errors else "it is missing"
+            warnings.warn(
+                f"pyrogen: the latest checkpoint {path} is unusable: {why}; loaded the "
+                f"previous one, {candidate} (step {state.get('step', '?')}), instead. Training "
+                "resumes from there and overwrites the damaged file.",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        return state
+    listed = "; ".join(f"{p} ({_describe(e)})" for p, e in errors)
+    missing = "" if previous in present or not fallback else f"; no previous copy at {previous}"
+    raise CheckpointError(
+        f"cannot read the checkpoint {path}: {listed}{missing}. The file is damaged or "
+        f"incomplete (e.g. truncated by a partial copy). {_way_out(path)}"
+    ) from errors[-1][1]
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- learners
@@ -550,7 +657,11 @@ class Trainer:
         if hasattr(self.learner, "set_steps_per_epoch"):
             self.learner.set_steps_per_epoch(self.steps_per_epoch)
         path = self.checkpoint_path
-        if path is not None and self.resume and path.exists():
+        if (
+            path is not None
+            and self.resume
+            and (path.exists() or previous_checkpoint(path).exists())
+        ):
             state = load_checkpoint(path, map_location=self.device)
             self.learner.load_state_dict(state["learner"])
             self.step, self.epoch = state["step"], state["epoch"]
