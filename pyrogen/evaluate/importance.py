@@ -116,7 +116,7 @@ def example_log_weights(
         model_sites, guide_sites = run_particles(
             model, guide, (x, *args), kwargs, k, max_plate_nesting
         )
-        lw = compute_log_weights(model_sites, guide_sites, max_plate_nesting)
+        lw = compute_log_weights(model_sites, guide_sites, max_plate_nesting, require_rsample=False)
         if lw.log_weights.dim() != 2 or lw.log_weights.shape[1] != x.shape[0]:
             raise ValueError(
                 "per-example importance sampling needs every latent variable inside the "

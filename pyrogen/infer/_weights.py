@@ -275,13 +275,15 @@ def run_particles(model, guide, args, kwargs, num_particles: int, max_plate_nest
     return model_sites, guide_sites
 
 
-def latent_sites(guide_sites: dict) -> list[dict]:
-    """The guide's latent sample sites, checked to be reparameterizable."""
+def latent_sites(guide_sites: dict, require_rsample: bool = True) -> list[dict]:
+    """The guide's latent sample sites, checked to be reparameterizable unless
+    ``require_rsample`` is False (estimating :math:`p(x)` needs no gradient through the
+    samples, so the evaluators accept discrete latents)."""
     sites = []
     for site in guide_sites.values():
         if site["is_observed"]:
             continue
-        if not getattr(site["fn"], "has_rsample", False):
+        if require_rsample and not getattr(site["fn"], "has_rsample", False):
             raise ValueError(
                 f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
                 "reparameterizable: importance-weighted objectives here need rsample(); use "
@@ -555,6 +557,7 @@ def compute_log_weights(
     guide_sites: dict,
     max_plate_nesting: int,
     checks: StructureChecks | None = None,
+    require_rsample: bool = True,
 ) -> LogWeights:
     r"""Return :math:`\log p(x, z)` and :math:`\log q(z)` per particle and shared plate element.
 
@@ -565,11 +568,13 @@ def compute_log_weights(
     ``check_site_shape``) run on every call, or once per step signature when ``checks`` (a
     :class:`StructureChecks` kept by the caller across steps) is given. Value checks (the
     support of each value, by the distributions' own ``validate_args``) run on every call.
+    Guide sites must be reparameterizable (the gradient estimators of the callers need it)
+    unless ``require_rsample`` is False, as for estimating :math:`\log p(x)`.
     """
     ndim = max_plate_nesting + 1
     particle_dim = -ndim
     validate = is_validation_enabled()
-    q_sites = latent_sites(guide_sites)
+    q_sites = latent_sites(guide_sites, require_rsample)
     p_sites = [
         site for site in model_sites.values() if site["is_observed"] or site["name"] in guide_sites
     ]

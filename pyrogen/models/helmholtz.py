@@ -81,9 +81,7 @@ from collections.abc import Sequence
 
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro.nn import pyro_method
-from pyro.ops.provenance import ProvenanceTensor
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -119,40 +117,6 @@ def all_states(num_units: int, like: torch.Tensor) -> torch.Tensor:
     codes = torch.arange(2**num_units, device=like.device)
     shifts = torch.arange(num_units - 1, -1, -1, device=like.device)
     return ((codes.unsqueeze(-1) >> shifts) & 1).to(like.dtype)
-
-
-class _Bernoulli(IndependentBernoulli):
-    """:class:`~pyrogen.distributions.IndependentBernoulli` whose ``log_prob`` keeps its
-    gradient for values that are tensor subclasses (Pyro's ``ProvenanceTensor``, which
-    ``TraceGraph_ELBO`` passes): the fused kernel behind ``bernoulli_log_prob`` is an
-    autograd Function, and through such a subclass its output comes back detached, so
-    ``TraceGraph_ELBO`` would train nothing. Plain tensors take the fused kernel."""
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if not _tracked(value, self.logits):
-            return super().log_prob(value)
-        if self._validate_args:
-            self._validate_sample(value)
-        return _unfused_log_prob(self.logits, value)
-
-
-class _NADE(NADE):
-    """:class:`~pyrogen.distributions.NADE` with the same provision as :class:`_Bernoulli`
-    for Pyro's ``ProvenanceTensor`` values and contexts."""
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if not _tracked(value, self.context):
-            return super().log_prob(value)
-        return _unfused_log_prob(self.conditional_logits(value), value)
-
-
-def _tracked(*tensors) -> bool:
-    """Whether any of ``tensors`` is a Pyro ``ProvenanceTensor`` (``TraceGraph_ELBO``)."""
-    return any(isinstance(t, ProvenanceTensor) for t in tensors)
-
-
-def _unfused_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    return (logits * value.to(logits.dtype) - F.softplus(logits)).sum(-1)
 
 
 class SigmoidConditional(nn.Module):
@@ -195,7 +159,7 @@ class SigmoidConditional(nn.Module):
 
     def distribution(self, context: torch.Tensor | None) -> IndependentBernoulli:
         """:math:`p(y \\mid c)` as a distribution with event shape ``(out_features,)``."""
-        return _Bernoulli(self.logits_for(context))
+        return IndependentBernoulli(self.logits_for(context))
 
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """:math:`\\log p(y \\mid c)`, ``value.shape[:-1]`` (``value`` and ``context`` have
@@ -237,7 +201,7 @@ class NADEConditional(nn.Module):
         """:math:`p(y \\mid c)` as a :class:`~pyrogen.distributions.NADE`."""
         if context is not None:
             context = _floating(context, self.output_bias)
-        return _NADE(self.net, context=context)
+        return NADE(self.net, context=context)
 
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self.distribution(context).log_prob(value)
@@ -572,87 +536,19 @@ class HelmholtzMachine(GenerativeModel):
         log_p = log_p + gen[0].log_prob(x.expand(k, *x.shape), layers[0])
         return log_p - log_q
 
-    def _importance_log_likelihood(
-        self,
-        data,
-        *,
-        num_samples: int,
-        batch_size: int,
-        particle_batch_size: int | None,
-        max_elements: int,
-        device,
-        diagnostics: bool,
-        progress: bool,
-    ):
-        # The weights come from log_weights (no Pyro handlers): pyrogen.evaluate's
-        # importance_log_likelihood refuses guides without rsample() (its weight code is
-        # shared with the IWAE gradient), although evaluation needs none. The result, its
-        # diagnostics and their formulas are those of importance_log_likelihood.
-        from tqdm import tqdm
+    def _importance_log_likelihood(self, data, **options):
+        # the shared evaluator, with the recognition model as proposal (discrete latents
+        # are fine there: estimating p(x) needs no gradient through the samples)
+        from pyrogen.evaluate.importance import importance_log_likelihood
 
-        from pyrogen._checks import warn_user
-        from pyrogen.evaluate.importance import psis_khat
-        from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
-
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if hasattr(data, "tensor") and callable(data.tensor):
-            data = data.tensor()
-        if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
-            found = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-            raise ValueError(f"data: expected a non-empty (N, ...) tensor of examples, got {found}")
-        like = self.generative[0].output_bias
-        device = torch.device(device) if device is not None else like.device
-        num_samples = int(num_samples)
-        nade = self.hidden if self.conditional == "nade" else 1
-        widest = max(self.layer_sizes) * nade + (self.hidden or 0)
         was_training = self.training
         self.eval()
-        per_example, ess, khat, mc_var = [], [], [], []
         try:
-            batches = data.split(int(batch_size))
-            bar = tqdm(batches, desc=f"log p(x), K={num_samples}", disable=not progress)
-            for x in bar:
-                x = self._binary_input(x.to(device))
-                kb = particle_batch_size or max(1, max_elements // (widest * x.shape[0]))
-                chunks, left = [], num_samples
-                while left > 0:
-                    k = min(int(kb), left)
-                    with torch.no_grad():
-                        chunks.append(self.log_weights(x, k).double())
-                    left -= k
-                lw = torch.cat(chunks)
-                lse = torch.logsumexp(lw, dim=0)
-                per_example.append((lse - math.log(num_samples)).cpu())
-                b = torch.exp(2 * lse - torch.logsumexp(2 * lw, dim=0))
-                ess.append(b.cpu())
-                mc_var.append((1.0 / b - 1.0 / num_samples).clamp(min=0).cpu())
-                if diagnostics and num_samples >= 5:
-                    khat.append(torch.from_numpy(psis_khat(lw.T.cpu().numpy())))
-                else:
-                    khat.append(torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
-                bar.set_postfix(logpx=f"{torch.cat(per_example).mean().item():.2f}")
+            return importance_log_likelihood(
+                self.model, self.guide, data, max_plate_nesting=1, **options
+            )
         finally:
             self.train(was_training)
-        values = torch.cat(per_example)
-        result = LogLikelihood.from_per_example(
-            values,
-            "importance sampling",
-            mc_stderr=math.sqrt(torch.cat(mc_var).sum().item()) / values.numel(),
-            num_samples=num_samples,
-            ess=torch.cat(ess).double(),
-            khat=torch.cat(khat),
-        )
-        share = result.khat_share
-        if share == share and share > 0.05:
-            warn_user(
-                f"PSIS k-hat > {KHAT_THRESHOLD} for {100 * share:.1f}% of the examples: the "
-                "importance weights are heavy-tailed there and their log p(x) estimates are "
-                "unreliable (biased low). Use more samples or a better-fitted guide.",
-            )
-        return result
 
 
 class _Baseline(nn.Module):
