@@ -13,7 +13,8 @@ ours, each marked confirmed or not.
 Then calls ``helmholtz_speed.speed_table()`` (pyrogen's RWS step against Pyro's
 ``ReweightedWakeSleep`` and a hand-written PyTorch RWS step on the same model) and prints it.
 
-Modes: default (about 25 minutes of training and a few of scoring on one CPU thread),
+Modes: default (about 32 minutes of training, 20 of them RWS's, and a few of scoring on
+one CPU thread),
 ``--quick`` (a few minutes), ``--smoke`` (seconds: a handful of steps, for CI). Results go to
 ``benchmarks/results/helmholtz[_quick|_smoke].{json,md}``.
 """
@@ -38,7 +39,7 @@ from pyrogen.registry import get_family  # noqa: E402
 #: (label, family options, learning rate, minutes of training) in the default mode
 RUNS = [
     ("SBN 200-200, WS", {"objective": "ws"}, 3e-3, 2.5),
-    ("SBN 200-200, RWS (K=5)", {"objective": "rws", "num_particles": 5}, 3e-3, 10.0),
+    ("SBN 200-200, RWS (K=5)", {"objective": "rws", "num_particles": 5}, 3e-3, 20.0),
     ("SBN 200-200, NVIL", {"objective": "nvil"}, 1e-3, 2.5),
     ("SBN 200-200, VIMCO (K=5)", {"objective": "vimco", "num_particles": 5}, 3e-3, 2.5),
     (
