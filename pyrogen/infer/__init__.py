@@ -3,12 +3,15 @@
 from pyrogen.infer.ais import ais, ais_log_partition, default_betas
 from pyrogen.infer.cd import ContrastiveDivergence
 from pyrogen.infer.iwae import IWAE
+from pyrogen.infer.mmd import MMD, MMDTestResult, mmd2, mmd_test
 from pyrogen.infer.nvil import NVIL
 from pyrogen.infer.vimco import VIMCO
 from pyrogen.infer.wake_sleep import ReweightedWakeSleep, WakeSleep
 
 __all__ = [
     "IWAE",
+    "MMD",
+    "MMDTestResult",
     "NVIL",
     "VIMCO",
     "ContrastiveDivergence",
@@ -17,6 +20,8 @@ __all__ = [
     "ais",
     "ais_log_partition",
     "default_betas",
+    "mmd2",
+    "mmd_test",
 ]
 
 from pyrogen.infer.dictionary import update_dictionary  # noqa: E402
