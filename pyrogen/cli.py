@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from pyrogen import data as pdata
+from pyrogen.accelerate import PRECISIONS
 from pyrogen.families.base import parse_sizes
 from pyrogen.registry import get_family, load_families
 from pyrogen.runs import Run, RunConfig, demo
@@ -134,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="deprecated: use --evaluate (and pyrogen evaluate --num-samples)",
         )
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
+        g.add_argument(
+            "--precision",
+            default="fp32",
+            choices=PRECISIONS,
+            help="bf16: bfloat16 autocast inside the model's networks during training "
+            "(log-weights, losses and evaluation stay float32)",
+        )
+        g.add_argument(
+            "--compile",
+            action="store_true",
+            help="torch.compile the model's networks (eager, with a warning, where it fails)",
+        )
 
     p = sub.add_parser("evaluate", help="test log-likelihood of a trained run")
     p.add_argument("run", help="run folder written by `pyrogen train`")
@@ -206,6 +219,8 @@ def _train(args) -> int:
             checkpoint_every=args.checkpoint_every,
             validate=not args.no_validate,
             max_steps=args.max_steps,
+            precision=args.precision,
+            compile=args.compile,
         ),
         args.out,
     )

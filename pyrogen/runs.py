@@ -141,6 +141,11 @@ class RunConfig:
     :ivar train_limit: train on the first N training examples only.
     :ivar str train_split: the split trained on (e.g. ``"train+valid"``: all non-test
         images, with no validation); ``"train"`` validates on ``"valid"``.
+    :ivar str precision: ``"fp32"``, or ``"bf16"``: bfloat16 autocast inside the model's
+        networks during training (:mod:`pyrogen.accelerate`; log-weights, losses and
+        evaluation stay float32).
+    :ivar bool compile: ``torch.compile`` the model's networks (eager, with a warning
+        naming the family and the reason, where that does not work).
     """
 
     family: str
@@ -157,6 +162,8 @@ class RunConfig:
     max_steps: int | None = None
     train_limit: int | None = None
     train_split: str = "train"
+    precision: str = "fp32"
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -294,6 +301,9 @@ class Run:
             checkpoint_every=c.checkpoint_every,
             max_steps=c.max_steps,
             progress=progress,
+            precision=c.precision,
+            compile=c.compile,
+            name=f"{c.family} family",
             **train_options,
         )
         return self.result

@@ -50,6 +50,7 @@ import torch
 from tqdm import tqdm
 
 from pyrogen._rng import get_rng_state, preserved_rng, set_rng_state
+from pyrogen.accelerate import PRECISIONS, accelerate
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.jsonl"
@@ -617,6 +618,9 @@ class Trainer:
         progress: bool = True,
         lr_schedule: Callable[[int], float] | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
+        name: str | None = None,
     ) -> None:
         if int(batch_size) < 1 or int(epochs) < 0:
             raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
@@ -640,6 +644,9 @@ class Trainer:
         self.checkpoint_every = checkpoint_every or self.steps_per_epoch
         self.validate_every, self.log_every = validate_every, int(log_every)
         self.lr_schedule, self.callback = lr_schedule, callback
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision, self.compile, self.name = precision, bool(compile), name
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []  # step outputs since the last sync
@@ -654,6 +661,7 @@ class Trainer:
         run folder's checkpoint (exactly: learner, position, history, RNG states) or seed
         the global RNGs."""
         self.learner.to(self.device)
+        self.accelerate()
         if hasattr(self.learner, "set_steps_per_epoch"):
             self.learner.set_steps_per_epoch(self.steps_per_epoch)
         path = self.checkpoint_path
@@ -671,6 +679,14 @@ class Trainer:
             self.last_good, self.written_at = path, self.step
         else:
             seed_everything(self.seed)
+
+    def accelerate(self) -> None:
+        """Apply ``precision`` and ``compile`` to the networks of the learner's modules
+        (:func:`pyrogen.accelerate.accelerate`: bfloat16 autocast and ``torch.compile`` inside
+        the networks only; log-densities, log-weights and losses stay float32)."""
+        if self.precision == "fp32" and not self.compile:
+            return
+        accelerate(_learner_modules(self.learner), self.precision, self.compile, self.name)
 
     def run(self) -> TrainResult:
         """Train to ``epochs`` (or ``max_steps``); returns a :class:`TrainResult`."""
@@ -837,6 +853,20 @@ class Trainer:
         self.write_history()
 
 
+def _learner_modules(learner) -> list[torch.nn.Module]:
+    """The modules a learner trains: each stage's of a :class:`StagedLearner`, else its
+    ``module``."""
+    learners = (
+        [stage.learner for stage in learner.stages] if hasattr(learner, "stages") else [learner]
+    )
+    modules = []
+    for each in learners:
+        module = getattr(each, "module", None)
+        if isinstance(module, torch.nn.Module) and all(module is not m for m in modules):
+            modules.append(module)
+    return modules
+
+
 def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a run folder's ``history.jsonl`` (or of that file)."""
     path = Path(path)
@@ -863,6 +893,13 @@ def train(learner: Learner, train_data, **options) -> TrainResult:
     :param lr_schedule: ``epoch -> learning rate``, applied through ``learner.set_lr`` at
         the start of every epoch (a function of the epoch only, so resuming is exact).
     :param callback: called with every history row (training and validation).
+    :param str precision: ``"fp32"`` (default) or ``"bf16"``: bfloat16 autocast inside the
+        model's networks during training steps (:mod:`pyrogen.accelerate`); log-densities,
+        importance log-weights, ``logsumexp`` and losses stay float32, and validation runs
+        in float32.
+    :param bool compile: ``torch.compile`` the model's networks (a warning, and eager
+        execution, where that fails or there is no network).
+    :param str name: what those warnings call the model (e.g. its family).
     :raises TrainingDiverged: when the loss becomes NaN/inf; the learner is restored to the
         last good checkpoint when there is one.
     """

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from pyrogen.accelerate import full_precision
 from pyrogen.evaluate.result import LogLikelihood
 
 
+@full_precision
 def energy_log_likelihood(
     dist,
     data,

@@ -13,11 +13,13 @@ from collections.abc import Callable
 
 import torch
 
+from pyrogen.accelerate import full_precision
 from pyrogen.evaluate.result import LogLikelihood
 
 __all__ = ["exact_log_likelihood"]
 
 
+@full_precision
 def exact_log_likelihood(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     data,

@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from pyrogen._checks import warn_user
+from pyrogen.accelerate import full_precision
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
 from pyrogen.infer._weights import (
     compute_log_weights,
@@ -128,6 +129,7 @@ def example_log_weights(
     return torch.cat(chunks, dim=0)
 
 
+@full_precision
 def importance_log_likelihood(
     model,
     guide,
@@ -211,6 +213,7 @@ def importance_log_likelihood(
 
 
 @torch.no_grad()
+@full_precision
 def importance_bound(
     model,
     guide,

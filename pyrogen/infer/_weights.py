@@ -366,12 +366,18 @@ def _validate_value(d, value, support_ok) -> None:
         d._validate_sample(value)
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is bfloat16 / float16 (a network's output under autocast):
+    log-densities and log-weights are never accumulated in reduced precision."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def _bernoulli_log_prob(base, value, n: int):
     if n < 1:
         return None
     if base._validate_args:
         _validate_value(base, value, _is_binary)
-    lp = bernoulli_log_prob(base.logits, value)  # the one fused Bernoulli kernel
+    lp = bernoulli_log_prob(_full(base.logits), value)  # the one fused Bernoulli kernel
     return lp.sum(tuple(range(-n + 1, 0))) if n > 1 else lp
 
 
@@ -380,8 +386,8 @@ def _normal_log_prob(base, value, n: int):
         return None
     if base._validate_args:
         _validate_value(base, value, _has_no_nan)
-    scale = base.scale
-    t = (value - base.loc) / scale
+    scale = _full(base.scale)
+    t = (_full(value) - _full(base.loc)) / scale
     # -t^2 / 2 - log(scale) elementwise in one op, summed over the event dims
     lp = torch.addcmul(scale.log().neg_(), t, t, value=-0.5)
     size = math.prod(lp.shape[-n:])
@@ -421,7 +427,7 @@ def site_log_prob(fn, value) -> torch.Tensor:
             lp = kernel(fn.base_dist, value, fn.reinterpreted_batch_ndims)
             if lp is not None:
                 return lp
-    return fn.log_prob(value)
+    return _full(fn.log_prob(value))
 
 
 def _site_log_prob(site) -> torch.Tensor:
