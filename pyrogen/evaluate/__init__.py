@@ -1,6 +1,15 @@
 """Log-likelihood estimators with reliability diagnostics, behind one entry point
 (:func:`log_likelihood`) and one result type (:class:`LogLikelihood`)."""
 
+from pyrogen.evaluate.decoder_ais import (
+    HMC,
+    BDMCResult,
+    ParzenWarning,
+    annealing_schedule,
+    bidirectional_monte_carlo,
+    decoder_log_likelihood,
+    parzen_log_likelihood,
+)
 from pyrogen.evaluate.dispatch import log_likelihood
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.exact import exact_log_likelihood
@@ -8,7 +17,14 @@ from pyrogen.evaluate.importance import importance_bound, importance_log_likelih
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood, ReconstructionScore
 
 __all__ = [
+    "HMC",
     "KHAT_THRESHOLD",
+    "BDMCResult",
+    "ParzenWarning",
+    "annealing_schedule",
+    "bidirectional_monte_carlo",
+    "decoder_log_likelihood",
+    "parzen_log_likelihood",
     "LogLikelihood",
     "ReconstructionScore",
     "energy_log_likelihood",
