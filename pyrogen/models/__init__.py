@@ -7,6 +7,7 @@ from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.models.base import GenerativeModel, PyroModel, Representation
 from pyrogen.models.dbm import DeepBoltzmannMachine
 from pyrogen.models.energy import EnergyModel
+from pyrogen.models.gan import DCGANDiscriminator, DCGANGenerator, Generator, MLPDiscriminator
 from pyrogen.models.greedy import StackRBM
 from pyrogen.models.helmholtz import HelmholtzMachine
 from pyrogen.models.kmeans import KMeansFeatures
@@ -22,12 +23,16 @@ __all__ = [
     "VAE",
     "Autoencoder",
     "AutoregressiveModel",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
     "DeepBoltzmannMachine",
     "EnergyModel",
     "GenerativeModel",
+    "Generator",
     "HelmholtzMachine",
     "KMeansFeatures",
     "LinearGaussianVAE",
+    "MLPDiscriminator",
     "PSDLearner",
     "PyroModel",
     "ReplicatedSoftmax",
