@@ -1,5 +1,6 @@
 """Learning rules in Pyro's ELBO style, and partition-function estimators."""
 
+from pyrogen.infer.adversarial import Adversarial
 from pyrogen.infer.ais import ais, ais_log_partition, default_betas
 from pyrogen.infer.cd import ContrastiveDivergence
 from pyrogen.infer.iwae import IWAE
@@ -10,6 +11,7 @@ from pyrogen.infer.wake_sleep import ReweightedWakeSleep, WakeSleep
 
 __all__ = [
     "IWAE",
+    "Adversarial",
     "MMD",
     "MMDTestResult",
     "NVIL",

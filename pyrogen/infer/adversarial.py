@@ -1,0 +1,307 @@
+r"""Adversarial training of a generator (GAN) as a learner of the training engine.
+
+A discriminator :math:`D(x) = \mathrm{sigmoid}(\ell(x))` (``discriminator(x)`` returns the
+logit :math:`\ell`) and a generator :math:`x = G(z)`, :math:`z \sim p(z)`, play the
+minimax game of Goodfellow et al. [1],
+
+.. math::
+
+    \min_G \max_D\; V(D, G) = \mathbb E_{x \sim p_\text{data}} \log D(x)
+        + \mathbb E_{z \sim p(z)} \log\big(1 - D(G(z))\big).
+
+For a fixed generator the best discriminator is
+
+.. math::
+
+    D^\star(x) = \frac{p_\text{data}(x)}{p_\text{data}(x) + p_G(x)},
+
+and against it the generator minimises :math:`2\,\mathrm{JS}(p_\text{data} \,\|\, p_G) -
+\log 4`. The discriminator minimises the cross-entropy
+
+.. math::
+
+    L_D = \mathbb E_{x}\, \mathrm{softplus}(-\ell(x))
+        + \mathbb E_{z}\, \mathrm{softplus}(\ell(G(z))),
+
+computed from logits (never :math:`\log \mathrm{sigmoid}`). Two generator losses:
+
+* **minimax** (the game itself): :math:`L_G = \mathbb E_z \log(1 - D(G(z))) =
+  -\mathbb E_z\, \mathrm{softplus}(\ell(G(z)))`, with
+  :math:`\partial L_G / \partial \ell = -D(G(z))`: it saturates (vanishes) when the
+  discriminator confidently rejects the samples, early in training;
+* **non-saturating** (the heuristic of [1]): :math:`L_G = -\mathbb E_z \log D(G(z)) =
+  \mathbb E_z\, \mathrm{softplus}(-\ell(G(z)))`, with
+  :math:`\partial L_G / \partial \ell = -(1 - D(G(z)))`, close to :math:`-1` exactly there.
+
+Both derivatives are negative: a gradient step on :math:`L_G` moves the samples towards
+where the discriminator's logit rises, i.e. where it believes data lie.
+
+As in Algorithm 1 of [1], each :meth:`Adversarial.step` updates the discriminator on the
+engine's batch of data and as many generated examples; every ``discriminator_steps``-th
+step (:math:`k`) also updates the generator on a fresh generated batch. An optional R1
+penalty [2] adds :math:`\frac\gamma2 \mathbb E_x \lVert \nabla_x \ell(x) \rVert^2` on the
+data to :math:`L_D`.
+
+**References**
+
+[1] Generative Adversarial Nets. Ian Goodfellow, Jean Pouget-Abadie, Mehdi Mirza, Bing Xu,
+    David Warde-Farley, Sherjil Ozair, Aaron Courville, Yoshua Bengio. NIPS 2014.
+
+[2] Which Training Methods for GANs do actually Converge? Lars Mescheder, Andreas Geiger,
+    Sebastian Nowozin. ICML 2018.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "GENERATOR_LOSSES",
+    "Adversarial",
+    "discriminator_loss",
+    "minimax_generator_loss",
+    "non_saturating_generator_loss",
+    "r1_penalty",
+]
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`L_D`: the mean of :math:`\mathrm{softplus}(-\ell)` on data plus the mean of
+    :math:`\mathrm{softplus}(\ell)` on generated examples (module docs)."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def minimax_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathbb E \log(1 - D(G(z))) = -\mathbb E\,\mathrm{softplus}(\ell)`; its
+    derivative in each logit is :math:`-D(G(z)) / M` (saturating)."""
+    return -F.softplus(fake_logits).mean()
+
+
+def non_saturating_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`-\mathbb E \log D(G(z)) = \mathbb E\,\mathrm{softplus}(-\ell)`; its derivative
+    in each logit is :math:`-(1 - D(G(z))) / M`."""
+    return F.softplus(-fake_logits).mean()
+
+
+#: the generator losses by name
+GENERATOR_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "minimax": minimax_generator_loss,
+    "non_saturating": non_saturating_generator_loss,
+}
+
+
+def r1_penalty(discriminator: Callable, real: torch.Tensor) -> torch.Tensor:
+    r"""The R1 penalty [2] without its weight: :math:`\frac12 \mathbb E_x \lVert \nabla_x
+    \ell(x) \rVert^2` on the data ``real``, differentiable in the discriminator's
+    parameters (double backpropagation)."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+    return 0.5 * grad.reshape(grad.shape[0], -1).pow(2).sum(-1).mean()
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module):
+    """No parameter gradients for ``module`` meanwhile (gradients still flow through it)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class Adversarial:
+    r"""Alternating GAN updates (module docs) as a learner of :func:`pyrogen.train.train`.
+
+    :param torch.nn.Module generator: owns the generator's parameters; generated batches
+        come from ``generator.model(None, num_samples=M)`` (pyrogen's
+        :class:`~pyrogen.models.Generator`) unless ``sample`` is given.
+    :param torch.nn.Module discriminator: ``x -> (B,)`` logits of :math:`D(x)`.
+    :param generator_loss: ``"non_saturating"`` (default), ``"minimax"``, or a function
+        ``fake_logits -> loss``.
+    :param int discriminator_steps: :math:`k`, discriminator updates per generator update
+        (one per engine step; the generator is updated on every :math:`k`-th step).
+    :param float lr: learning rate of the default optimizers, Adam with
+        ``betas=(0.5, 0.999)`` as in DCGAN.
+    :param generator_optimizer: a ``torch.optim`` optimizer over the generator's
+        parameters (default Adam).
+    :param discriminator_optimizer: likewise for the discriminator.
+    :param float r1_weight: :math:`\gamma` of the R1 penalty (0: none).
+    :param int num_samples: generated examples per update (default: the batch size).
+    :param sample: ``M -> (M, ...)`` generated batch, instead of ``generator.model``.
+
+    :meth:`step` returns ``d_loss`` (:math:`L_D` before the update), ``g_loss`` (the
+    generator loss on this step's generated batch: the one the generator was updated on,
+    or on steps without a generator update the discriminator's fakes), ``d_real`` and
+    ``d_fake`` (mean :math:`D` on data and on generated examples); the engine's NaN guard
+    watches every one of them. :meth:`state_dict` holds both networks, both optimizers and
+    the step counter, so a resumed run continues exactly.
+    """
+
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        *,
+        generator_loss: str | Callable[[torch.Tensor], torch.Tensor] = "non_saturating",
+        discriminator_steps: int = 1,
+        lr: float = 2e-4,
+        generator_optimizer: torch.optim.Optimizer | None = None,
+        discriminator_optimizer: torch.optim.Optimizer | None = None,
+        r1_weight: float = 0.0,
+        num_samples: int | None = None,
+        sample: Callable[[int], torch.Tensor] | None = None,
+    ) -> None:
+        if isinstance(generator_loss, str):
+            if generator_loss not in GENERATOR_LOSSES:
+                raise ValueError(
+                    f"generator_loss must be one of {sorted(GENERATOR_LOSSES)} or a function, "
+                    f"got {generator_loss!r}"
+                )
+            generator_loss = GENERATOR_LOSSES[generator_loss]
+        elif not callable(generator_loss):
+            raise TypeError(f"generator_loss must be a name or a function, got {generator_loss!r}")
+        if int(discriminator_steps) < 1:
+            raise ValueError(f"discriminator_steps must be >= 1, got {discriminator_steps}")
+        if not r1_weight >= 0:
+            raise ValueError(f"r1_weight must be >= 0, got {r1_weight}")
+        if num_samples is not None and int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if sample is None and not callable(getattr(generator, "model", None)):
+            raise TypeError(
+                "generator has no model(None, num_samples=M) method; pass sample=M -> batch"
+            )
+        self.generator, self.discriminator = generator, discriminator
+        self.generator_loss = generator_loss
+        self.discriminator_steps = int(discriminator_steps)
+        self.r1_weight = float(r1_weight)
+        self.num_samples = None if num_samples is None else int(num_samples)
+        self._sample = sample
+        self._factories: dict[str, Callable] = {}
+
+        def adam(params):
+            return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+
+        if generator_optimizer is None:
+            self._factories["g"] = adam
+            generator_optimizer = adam(generator.parameters())
+        if discriminator_optimizer is None:
+            self._factories["d"] = adam
+            discriminator_optimizer = adam(discriminator.parameters())
+        self.g_optimizer, self.d_optimizer = generator_optimizer, discriminator_optimizer
+        #: engine steps taken (the generator is updated when it reaches a multiple of k)
+        self.steps = 0
+
+    # ---- pieces ---------------------------------------------------------------------
+
+    def generate(self, num: int) -> torch.Tensor:
+        """A generated batch of ``num`` examples (differentiable in the generator)."""
+        if self._sample is not None:
+            return self._sample(num)
+        return self.generator.model(None, num_samples=num)
+
+    def _num(self, batch: torch.Tensor) -> int:
+        return self.num_samples if self.num_samples is not None else batch.shape[0]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Both optimizers (generator first), e.g. for gradient synchronisation."""
+        return [self.g_optimizer, self.d_optimizer]
+
+    # ---- the learner protocol -------------------------------------------------------
+
+    def step(self, batch: torch.Tensor) -> dict[str, Any]:
+        """One discriminator update on ``batch``, and a generator update on every
+        :math:`k`-th call (see class docs for what is returned)."""
+        self.generator.train()
+        self.discriminator.train()
+        num = self._num(batch)
+        # discriminator
+        with torch.no_grad():
+            fake = self.generate(num)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        real_logits = self.discriminator(batch)
+        fake_logits = self.discriminator(fake)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        total = d_loss
+        if self.r1_weight > 0:
+            total = total + self.r1_weight * r1_penalty(self.discriminator, batch)
+        total.backward()
+        self.d_optimizer.step()
+        out = {
+            "d_loss": d_loss.detach(),
+            "d_real": torch.sigmoid(real_logits.detach()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
+        }
+        self.steps += 1
+        if self.steps % self.discriminator_steps == 0:
+            self.g_optimizer.zero_grad(set_to_none=True)
+            with _frozen(self.discriminator):
+                g_loss = self.generator_loss(self.discriminator(self.generate(num)))
+            g_loss.backward()
+            self.g_optimizer.step()
+            out["g_loss"] = g_loss.detach()
+        else:
+            with torch.no_grad():
+                out["g_loss"] = self.generator_loss(fake_logits.detach())
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor) -> dict[str, Any]:
+        """``d_loss``, ``g_loss``, ``d_real`` and ``d_fake`` on ``batch`` and as many
+        generated examples (networks in eval mode, no update)."""
+        g_mode, d_mode = self.generator.training, self.discriminator.training
+        self.generator.eval()
+        self.discriminator.eval()
+        try:
+            real_logits = self.discriminator(batch)
+            fake_logits = self.discriminator(self.generate(self._num(batch)))
+        finally:
+            self.generator.train(g_mode)
+            self.discriminator.train(d_mode)
+        return {
+            "d_loss": discriminator_loss(real_logits, fake_logits),
+            "g_loss": self.generator_loss(fake_logits),
+            "d_real": torch.sigmoid(real_logits).mean(),
+            "d_fake": torch.sigmoid(fake_logits).mean(),
+        }
+
+    def to(self, device: torch.device) -> Adversarial:
+        for key, module, attr in (
+            ("g", self.generator, "g_optimizer"),
+            ("d", self.discriminator, "d_optimizer"),
+        ):
+            before = next(module.parameters(), None)
+            module.to(device)
+            after = next(module.parameters(), None)
+            if before is not None and after is not before and key in self._factories:
+                setattr(self, attr, self._factories[key](module.parameters()))
+        return self
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of both optimizers (used by ``lr_schedule``)."""
+        for opt in self.optimizers():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.steps = int(state["steps"])
