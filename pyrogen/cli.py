@@ -14,11 +14,12 @@ import sys
 import warnings
 
 from pyrogen import data as pdata
+from pyrogen import distributed
 from pyrogen.accelerate import PRECISIONS
 from pyrogen.families.base import parse_sizes
 from pyrogen.registry import get_family, load_families
 from pyrogen.runs import Run, RunConfig, demo
-from pyrogen.train import CheckpointError
+from pyrogen.train import CheckpointError, resolve_device
 
 # ------------------------------------------------------------------------------ argparse
 
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="torch.compile the model's networks (eager, with a warning, where it fails)",
         )
+        g.add_argument(
+            "--nproc",
+            type=int,
+            default=1,
+            help="data-parallel processes on this machine (starts torchrun; see README "
+            "'Scaling out'); under torchrun it is ignored",
+        )
 
     p = sub.add_parser("evaluate", help="test log-likelihood of a trained run")
     p.add_argument("run", help="run folder written by `pyrogen train`")
@@ -225,7 +233,10 @@ def _train(args) -> int:
         args.out,
     )
     result = run.train(progress=not args.no_progress)
-    print(f"trained {result.step} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
+    main_rank = distributed.is_main()  # under torchrun, rank 0 prints
+    if main_rank:
+        seconds, where = f"{result.seconds:.0f}", result.checkpoint
+        print(f"trained {result.step} steps in {seconds} s; checkpoint {where}")
     if args.eval_k:
         _deprecated("--eval-k", "--evaluate")
     if args.evaluate or args.eval_k:
@@ -233,7 +244,9 @@ def _train(args) -> int:
         if fam.sample_option is None:
             num_samples = None
         run.model.eval()
-        print(run.evaluate(num_samples=num_samples, progress=not args.no_progress).summary())
+        result = run.evaluate(num_samples=num_samples, progress=not args.no_progress)
+        if main_rank:
+            print(result.summary())
     return 0
 
 
@@ -256,11 +269,15 @@ def _command(argv: list[str] | None = None) -> int:
         print(pdata.format_table(pdata.describe(args.root)))
         return 0
     if args.command == "train":
+        if args.nproc > 1 and not distributed.launched():
+            return distributed.relaunch(sys.argv[1:] if argv is None else argv, args.nproc)
         return _train(args)
     if args.command == "evaluate":
         if args.deprecated_k is not None:
             _deprecated("--k", "--num-samples")
             args.num_samples = args.num_samples or args.deprecated_k
+        # under torchrun the ranks share the test set (pyrogen.distributed)
+        distributed.init(resolve_device(args.device))
         run = Run.load(args.run, device=args.device)
         result = run.evaluate(
             split=args.split,
@@ -269,7 +286,8 @@ def _command(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
         )
-        print(result.summary())
+        if distributed.is_main():
+            print(result.summary())
         return 0
     if args.command == "sample":
         print(Run.load(args.run).sample(args.n, args.out, args.seed)[1])

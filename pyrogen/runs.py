@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from pyrogen import data as pdata
+from pyrogen import distributed
 from pyrogen.registry import DataInfo, get_family
 from pyrogen.train import TrainResult, load_checkpoint, resolve_device, train
 
@@ -242,7 +243,7 @@ class Run:
         return self.model
 
     def _write_config(self) -> None:
-        if self.out is None:
+        if self.out is None or not distributed.is_main():  # under torchrun: rank 0 writes
             return
         self.out.mkdir(parents=True, exist_ok=True)
         record = {
@@ -379,7 +380,7 @@ class Run:
         start = time.perf_counter()
         result = self.family.evaluate(self.model, self.model_config, data, **options)
         seconds = time.perf_counter() - start
-        if self.out is not None:
+        if self.out is not None and distributed.is_main():
             record = {
                 "dataset": self.config.dataset,
                 "split": name,

@@ -49,6 +49,7 @@ import pyro
 import torch
 from tqdm import tqdm
 
+from pyrogen import distributed
 from pyrogen._rng import get_rng_state, preserved_rng, set_rng_state
 from pyrogen.accelerate import PRECISIONS, accelerate
 
@@ -526,9 +527,20 @@ def _fetch(data, index: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_batches(
-    data, batch_size: int, seed: int, epoch: int, shuffle: bool = True, start: int = 0
+    data,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[torch.Tensor]:
     """Batches of one epoch in a order fixed by ``(seed, epoch)``, from batch ``start``.
+
+    With ``world_size`` ranks, ``batch_size`` is the global batch and rank ``rank`` gets
+    its contiguous slice of each (:func:`pyrogen.distributed.shard_indices`); a last batch
+    with fewer examples than ranks is dropped (:func:`pyrogen.distributed.steps_per_epoch`).
 
     Uses its own generator, so the order does not depend on (or disturb) the global RNG;
     resuming mid-epoch only needs the batch index.
@@ -540,7 +552,12 @@ def epoch_batches(
     else:
         order = torch.arange(n)
     for i in range(start * batch_size, n, batch_size):
-        yield _fetch(data, order[i : i + batch_size])
+        index = order[i : i + batch_size]
+        if world_size > 1:
+            if index.numel() < world_size:
+                return
+            index = distributed.shard_indices(index, rank, world_size)
+        yield _fetch(data, index)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -575,16 +592,35 @@ def _move(batch, device):
     return batch
 
 
-def validate(learner: Learner, data, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Average ``learner.evaluate`` over ``data`` (weighted by batch size)."""
+def validate(
+    learner: Learner,
+    data,
+    batch_size: int,
+    device: torch.device,
+    world: distributed.World | None = None,
+) -> dict[str, float]:
+    """Average ``learner.evaluate`` over ``data`` (weighted by batch size). With a ``world``
+    of several ranks, each evaluates its contiguous share of ``data`` and the totals are
+    summed over ranks."""
+    world = world or distributed.World()
+    if world.size > 1:
+        index = distributed.shard_indices(torch.arange(_num_examples(data)), world.rank, world.size)
+        local = max(1, math.ceil(batch_size / world.size))
+        batches = (_fetch(data, index[i : i + local]) for i in range(0, len(index), local))
+    else:
+        batches = epoch_batches(data, batch_size, seed=0, epoch=0, shuffle=False)
     totals: dict[str, float] = {}
     n = 0
-    for batch in epoch_batches(data, batch_size, seed=0, epoch=0, shuffle=False):
+    for batch in batches:
         batch = _move(batch, device)
         m = batch.shape[0]
         for key, value in learner.evaluate(batch).items():
             totals[key] = totals.get(key, 0.0) + _to_float(value) * m
         n += m
+    if world.size > 1:
+        keys = sorted(totals)
+        summed = world.sum(torch.tensor([totals[k] for k in keys] + [n], dtype=torch.float64))
+        totals, n = dict(zip(keys, summed[:-1].tolist())), summed[-1].item()
     return {f"val_{k}": v / max(n, 1) for k, v in totals.items()}
 
 
@@ -653,32 +689,63 @@ class Trainer:
         self.last_good: Path | None = None  # the checkpoint the NaN guard restores
         self.written_at = -1  # the step of the last checkpoint written
         self.bar = None
+        #: the processes (:mod:`pyrogen.distributed`; one until :meth:`start`)
+        self.world = distributed.World()
+        self.sync: distributed.GradientSync | None = None
 
     # ---- phases ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Move the learner to the device, tell it the steps per epoch, then resume from the
         run folder's checkpoint (exactly: learner, position, history, RNG states) or seed
-        the global RNGs."""
+        the global RNGs. Launched by ``torchrun``, it first joins the process group, and
+        rank 0 reads the checkpoint for every rank (:mod:`pyrogen.distributed`)."""
+        self.world = distributed.init(self.device)
+        if self.world.distributed:
+            self._join_world()
         self.learner.to(self.device)
         self.accelerate()
         if hasattr(self.learner, "set_steps_per_epoch"):
             self.learner.set_steps_per_epoch(self.steps_per_epoch)
         path = self.checkpoint_path
+        state = None
         if (
-            path is not None
+            self.world.is_main
+            and path is not None
             and self.resume
             and (path.exists() or previous_checkpoint(path).exists())
         ):
-            state = load_checkpoint(path, map_location=self.device)
+            where = "cpu" if self.world.distributed else self.device
+            state = load_checkpoint(path, map_location=where)
+        if self.world.distributed:
+            state = distributed.to_device(self.world.broadcast(state), self.device)
+        if state is not None:
             self.learner.load_state_dict(state["learner"])
             self.step, self.epoch = state["step"], state["epoch"]
             self.batch_in_epoch = state["batch_in_epoch"]
             self.history = state.get("history", [])
             set_rng_state(state["rng"])
             self.last_good, self.written_at = path, self.step
+            if self.world.distributed:
+                distributed.restore_ranks(self.learner, state, self.world, self.seed)
         else:
             seed_everything(self.seed)
+            if self.world.distributed:
+                distributed.start_ranks(self.learner, self.world, self.seed, self.device)
+        if self.world.size > 1:
+            self.sync = distributed.GradientSync(self.learner, self.world)
+
+    def _join_world(self) -> None:
+        """Several ranks: this rank's device, the steps per epoch of the sharded data, and
+        the progress bar and printing on rank 0 only."""
+        self.device = self.world.device(self.device)
+        steps = distributed.steps_per_epoch(self.num_examples, self.batch_size, self.world.size)
+        if steps != self.steps_per_epoch:
+            if self.checkpoint_every == self.steps_per_epoch:
+                self.checkpoint_every = steps
+            self.total_steps = min(self.total_steps, self.epochs * steps)
+            self.steps_per_epoch = steps
+        self.progress = self.progress and self.world.is_main
 
     def accelerate(self) -> None:
         """Apply ``precision`` and ``compile`` to the networks of the learner's modules
@@ -707,6 +774,8 @@ class Trainer:
             self.checkpoint()
         finally:
             self.bar.close()
+            if self.sync is not None:
+                self.sync.close()
         self.finish()
         return TrainResult(
             step=self.step,
@@ -723,7 +792,13 @@ class Trainer:
         if self.lr_schedule is not None:
             self.learner.set_lr(float(self.lr_schedule(self.epoch)))
         batches = epoch_batches(
-            self.train_data, self.batch_size, self.seed, self.epoch, start=self.batch_in_epoch
+            self.train_data,
+            self.batch_size,
+            self.seed,
+            self.epoch,
+            start=self.batch_in_epoch,
+            rank=self.world.rank,
+            world_size=self.world.size,
         )
         for batch in batches:
             self.take_step(batch)
@@ -734,9 +809,13 @@ class Trainer:
         """One learner step, then whatever falls due: a sync of the pending outputs, the
         end of the epoch, validation, a checkpoint."""
         batch = _move(batch, self.device)
+        if self.sync is not None:  # this rank's share of the global batch
+            self.sync.examples = _num_examples(batch[0] if isinstance(batch, list) else batch)
         try:
             self.pending.append(self.learner.step(batch))
         except Exception as error:
+            if self.world.size > 1:  # no collective here: the other ranks are elsewhere
+                raise
             # An error after a NaN (e.g. a distribution rejecting NaN parameters under
             # validation) is reported as the divergence it is.
             try:
@@ -769,6 +848,8 @@ class Trainer:
             k: torch.stack([torch.as_tensor(p[k], dtype=torch.float64).cpu() for p in self.pending])
             for k in keys
         }
+        if self.world.size > 1:  # every rank's guard sees the same numbers
+            values = self.world.mean(values)
         self.guard(values, first_step=self.step - len(self.pending) + 1)
         row = {"kind": "train", "step": self.step, "epoch": self.epoch}
         row.update({k: v.mean().item() for k, v in values.items()})
@@ -807,7 +888,9 @@ class Trainer:
         if self.val_data is None:
             return
         with preserved_rng():
-            metrics = validate(self.learner, self.val_data, self.batch_size, self.device)
+            metrics = validate(
+                self.learner, self.val_data, self.batch_size, self.device, self.world
+            )
         row = {"kind": "val", "step": self.step, "epoch": self.epoch, **metrics}
         self.record(row)
         every = max(1, self.epochs // 10)
@@ -826,22 +909,29 @@ class Trainer:
         """Write the checkpoint (atomically) and the history file, once per step."""
         if self.checkpoint_path is None or self.written_at == self.step:
             return
-        state = {
-            "learner": self.learner.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "rng": get_rng_state(),
-            "history": self.history,
-            "seed": self.seed,
-        }
-        save_checkpoint(state, self.checkpoint_path)
+        # several ranks: every rank's chains and random state go to rank 0, which writes
+        ranks = (
+            distributed.checkpoint_ranks(self.learner, self.world) if self.world.size > 1 else {}
+        )
+        if self.world.is_main:
+            state = {
+                "learner": self.learner.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "rng": get_rng_state(),
+                "history": self.history,
+                "seed": self.seed,
+                **ranks,
+            }
+            save_checkpoint(state, self.checkpoint_path)
         self.last_good, self.written_at = self.checkpoint_path, self.step
         self.write_history()
 
     def write_history(self) -> None:
-        """``history.jsonl`` in the run folder: one JSON object per history row."""
-        if self.out is None:
+        """``history.jsonl`` in the run folder: one JSON object per history row (rank 0
+        only)."""
+        if self.out is None or not self.world.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(row) + "\n" for row in self.history)
