@@ -169,19 +169,33 @@ def ais(
             log_w = step if log_w is None else log_w + step
             if k < len(betas) - 1:
                 state = path.transition(state, cache, betas[k])
-        log_w = log_w.double()
+    return ais_estimate(log_w, path.log_z_base, len(betas))
+
+
+def ais_estimate(log_weights: torch.Tensor, log_z_base, num_betas: int) -> LogPartition:
+    r""":math:`\log \hat Z = \log Z_0 + \log \frac1M \sum_m w_m` and its delta-method
+    standard error from the :math:`M` chains' AIS log-weights (e.g. gathered from several
+    runs of :func:`ais` on the same path).
+
+    :param log_weights: ``(M,)`` per-chain log-weights :math:`\log w_m`.
+    :param log_z_base: :math:`\log Z_0` of the path's base model.
+    :param int num_betas: the temperatures of the runs (reported in ``info``).
+    """
+    with torch.no_grad():
+        log_w = log_weights.double()
+        num_chains = log_w.shape[0]
         log_mean = torch.logsumexp(log_w, 0) - math.log(num_chains)
         # delta method: Var(log mean w) ~ Var(w) / (M mean(w)^2), in the log domain
         log_var_w = torch.logsumexp(2 * log_w, 0) - math.log(num_chains)
         rel_var = torch.clamp(torch.exp(log_var_w - 2 * log_mean) - 1.0, min=0.0)
         stderr = torch.sqrt(rel_var / num_chains)
-        log_z = torch.as_tensor(path.log_z_base, device=log_w.device).double() + log_mean
+        log_z = torch.as_tensor(log_z_base, device=log_w.device).double() + log_mean
     return LogPartition(
         log_z=log_z,
         stderr=stderr,
         method="ais",
         log_weights=log_w,
-        info={"num_chains": num_chains, "num_betas": len(betas)},
+        info={"num_chains": num_chains, "num_betas": int(num_betas)},
     )
 
 

@@ -4,6 +4,10 @@ For a model whose ``log_prob`` is exact, the evaluation protocol's estimate is j
 average :math:`\frac1N \sum_n \log p(x_n)`; its only uncertainty is the sampling of the
 test set (``stderr``), none is Monte Carlo (``mc_stderr = 0``), and the importance-sampling
 diagnostics (ESS, :math:`\hat k`) do not apply (NaN).
+
+Under ``torchrun`` (an initialised process group of :math:`R` ranks) batch :math:`i` is
+scored by rank :math:`i \bmod R` and the values are gathered in order: every rank returns the
+single-process result.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from pyrogen import distributed
 from pyrogen.accelerate import full_precision
 from pyrogen.evaluate.result import LogLikelihood
 
@@ -72,15 +77,23 @@ def exact_log_likelihood(
     was_training = module.training if module is not None else False
     if module is not None:
         module.eval()
-    chunks = []
+    world = distributed.world()
+    batches = data.split(batch_size)
+    mine = range(world.rank, len(batches), world.size)
+    chunks = {}
     try:
         with torch.no_grad():
-            batches = data.split(batch_size)
-            for x in tqdm(batches, desc="exact log p(x)", disable=not progress):
+            bar = tqdm(mine, desc="exact log p(x)", disable=not (progress and world.is_main))
+            for i in bar:
+                x = batches[i]
                 if device is not None:
                     x = x.to(device)
-                chunks.append(log_prob(x).detach().double().cpu().reshape(-1))
+                chunks[i] = log_prob(x).detach().double().cpu().reshape(-1)
     finally:
         if module is not None:
             module.train(was_training)
+    if world.size > 1:
+        chunks = distributed.gather_in_order(chunks, len(batches), world)
+    else:
+        chunks = list(chunks.values())
     return LogLikelihood.from_per_example(torch.cat(chunks), estimator, num_samples=num_samples)

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyrogen import distributed
 from pyrogen._checks import warn_user
+from pyrogen._rng import preserved_rng
 from pyrogen.accelerate import full_precision
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood
 from pyrogen.infer._weights import (
@@ -142,9 +144,15 @@ def importance_log_likelihood(
     device: str | torch.device | None = None,
     diagnostics: bool = True,
     progress: bool = True,
+    seed: int | None = None,
 ) -> LogLikelihood:
     r"""Estimate the mean test log-likelihood :math:`\frac1N\sum_n \log p(x_n)` by
     importance sampling with the guide as proposal (see module docs).
+
+    Under ``torchrun`` (an initialised process group of :math:`R` ranks) the batches are
+    shared out, batch :math:`i` to rank :math:`i \bmod R`, and the per-example results
+    gathered in order, so that every rank returns the same result; with a ``seed`` it is
+    the single-process result for that seed.
 
     :param model: Pyro model taking a batch ``x`` as first argument, every latent inside
         ``pyro.plate("data")``.
@@ -157,6 +165,10 @@ def importance_log_likelihood(
         ``max_elements`` values of the widest per-particle tensor (memory bound).
     :param device: where to run; defaults to the device of the module owning ``model``.
     :param bool diagnostics: compute PSIS :math:`\hat k` with ArviZ (ESS is always computed).
+    :param int seed: draw batch :math:`i`'s samples from the global torch stream seeded with
+        ``(seed, i)`` (and leave the global streams as they were), so that the estimate does
+        not depend on how the batches are shared among processes; ``None``: draw from the
+        global stream as it is.
     :returns: :class:`LogLikelihood`.
     """
     if int(num_samples) != num_samples or num_samples < 1:
@@ -165,10 +177,24 @@ def importance_log_likelihood(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device is not None else _module_device(model)
     batches, num_batches = _as_batches(data, batch_size)
+    world = distributed.world()
+    if world.size > 1:  # this rank's share of the batches, by index
+        batches = list(batches)
+        first = batches[0][0] if isinstance(batches[0], list | tuple) else batches[0]
+        if particle_batch_size is None:  # as the single process chooses it (first batch)
+            width = max(1, first[0].numel())
+            particle_batch_size = int(
+                max(1, min(num_samples, max_elements // (width * first.shape[0])))
+            )
+        mine = list(range(world.rank, num_batches, world.size))
+        batches = [batches[i] for i in mine]
+        progress = progress and world.is_main
+    else:
+        mine = range(num_batches)
     per_example, ess, khat, mc_var = [], [], [], []
     nesting = plate_nesting_arg(max_plate_nesting)
-    bar = tqdm(batches, total=num_batches, desc=f"log p(x), K={num_samples}", disable=not progress)
-    for x in bar:
+    bar = tqdm(batches, total=len(mine), desc=f"log p(x), K={num_samples}", disable=not progress)
+    for index, x in zip(mine, bar):
         if isinstance(x, list | tuple):
             x = x[0]
         if device is not None:
@@ -181,7 +207,12 @@ def importance_log_likelihood(
             particle_batch_size = int(
                 max(1, min(num_samples, max_elements // (width * x.shape[0])))
             )
-        lw = example_log_weights(model, guide, x, num_samples, particle_batch_size, nesting)
+        if seed is None:
+            lw = example_log_weights(model, guide, x, num_samples, particle_batch_size, nesting)
+        else:
+            with preserved_rng():
+                torch.manual_seed(batch_seed(seed, index))
+                lw = example_log_weights(model, guide, x, num_samples, particle_batch_size, nesting)
         lse = torch.logsumexp(lw, dim=0)
         per_example.append((lse - math.log(num_samples)).cpu())
         # Kish ESS from normalised weights, in the log domain.
@@ -194,6 +225,11 @@ def importance_log_likelihood(
             khat.append(torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
         done = torch.cat(per_example)
         bar.set_postfix(logpx=f"{done.mean().item():.2f}")
+    if world.size > 1:
+        held = dict(zip(mine, zip(per_example, ess, khat, mc_var)))
+        per_example, ess, khat, mc_var = map(
+            list, zip(*distributed.gather_in_order(held, num_batches, world))
+        )
     result = LogLikelihood.from_per_example(
         torch.cat(per_example),
         "importance sampling",
@@ -203,13 +239,23 @@ def importance_log_likelihood(
         khat=torch.cat(khat),
     )
     share = result.khat_share
-    if share == share and share > 0.05:
+    if share == share and share > 0.05 and world.is_main:
         warn_user(
             f"PSIS k-hat > {KHAT_THRESHOLD} for {100 * share:.1f}% of the examples: the "
             "importance weights are heavy-tailed there and their log p(x) estimates are "
             "unreliable (biased low). Use more samples or a better-fitted guide.",
         )
     return result
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of an evaluation seeded with ``seed`` (the same in one
+    process or several).
+
+    :param int seed: the evaluation's seed.
+    :param int index: the batch's position in the data.
+    """
+    return (int(seed) * 1_000_003 + int(index)) % (2**63 - 1)
 
 
 @torch.no_grad()
