@@ -38,9 +38,11 @@ where the discriminator's logit rises, i.e. where it believes data lie.
 
 As in Algorithm 1 of [1], each :meth:`Adversarial.step` updates the discriminator on the
 engine's batch of data and as many generated examples; every ``discriminator_steps``-th
-step (:math:`k`) also updates the generator on a fresh generated batch. An optional R1
-penalty [2] adds :math:`\frac\gamma2 \mathbb E_x \lVert \nabla_x \ell(x) \rVert^2` on the
-data to :math:`L_D`.
+step (:math:`k`) then also updates the generator, against the updated discriminator, on
+the same generated batch (one generator pass per step, as in common hand-written loops;
+Algorithm 1 draws fresh noise for it). An optional R1 penalty [2] adds
+:math:`\frac\gamma2 \mathbb E_x \lVert \nabla_x \ell(x) \rVert^2` on the data to
+:math:`L_D`.
 
 **References**
 
@@ -138,8 +140,8 @@ class Adversarial:
     :param sample: ``M -> (M, ...)`` generated batch, instead of ``generator.model``.
 
     :meth:`step` returns ``d_loss`` (:math:`L_D` before the update), ``g_loss`` (the
-    generator loss on this step's generated batch: the one the generator was updated on,
-    or on steps without a generator update the discriminator's fakes), ``d_real`` and
+    generator loss on this step's generated batch: after the discriminator's update on
+    steps that update the generator, before it on the others), ``d_real`` and
     ``d_fake`` (mean :math:`D` on data and on generated examples); the engine's NaN guard
     watches every one of them. :meth:`state_dict` holds both networks, both optimizers and
     the step counter, so a resumed run continues exactly.
@@ -222,12 +224,14 @@ class Adversarial:
         self.generator.train()
         self.discriminator.train()
         num = self._num(batch)
-        # discriminator
-        with torch.no_grad():
+        update_generator = (self.steps + 1) % self.discriminator_steps == 0
+        # one generated batch per step: the discriminator sees it detached, and the
+        # generator (on its steps) is updated on the same batch, as hand-written GAN loops do
+        with torch.set_grad_enabled(update_generator):
             fake = self.generate(num)
         self.d_optimizer.zero_grad(set_to_none=True)
         real_logits = self.discriminator(batch)
-        fake_logits = self.discriminator(fake)
+        fake_logits = self.discriminator(fake.detach())
         d_loss = discriminator_loss(real_logits, fake_logits)
         total = d_loss
         if self.r1_weight > 0:
@@ -240,10 +244,10 @@ class Adversarial:
             "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
         }
         self.steps += 1
-        if self.steps % self.discriminator_steps == 0:
+        if update_generator:
             self.g_optimizer.zero_grad(set_to_none=True)
             with _frozen(self.discriminator):
-                g_loss = self.generator_loss(self.discriminator(self.generate(num)))
+                g_loss = self.generator_loss(self.discriminator(fake))
             g_loss.backward()
             self.g_optimizer.step()
             out["g_loss"] = g_loss.detach()
