@@ -167,14 +167,14 @@ def main(argv=None) -> int:
     speed_rows = None
     if not args.no_speed:
         try:
+            from helmholtz_speed import markdown as speed_markdown
             from helmholtz_speed import speed_table
         except ImportError as e:
             print(f"\nspeed table: benchmarks/helmholtz_speed.py not available ({e})")
         else:
             speed_rows = speed_table(quick=mode != "full")
             if speed_rows:
-                header = list(speed_rows[0])
-                speed_md = markdown_table(header, [[r[h] for h in header] for r in speed_rows])
+                speed_md = speed_markdown(speed_rows)
                 print("\nRWS step time (helmholtz_speed.speed_table):\n\n" + speed_md)
                 text += "\n\nRWS step time (helmholtz_speed.speed_table):\n\n" + speed_md
     record = {
