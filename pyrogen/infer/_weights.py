@@ -558,24 +558,50 @@ class StructureChecks:
         self._passed.clear()
 
 
-def compute_log_weights(
+@dataclass
+class SiteLogProbs:
+    """The checked log-densities of one run of model and guide (see
+    :func:`site_log_probs`): ``lps`` holds those of ``p_sites`` then ``q_sites``;
+    ``kept_dims`` are the plate dims every site shares, ``keep`` those plus the particle
+    dim; ``scale`` is the subsampling scale common to all sites (1 when ``per_site_scale``,
+    where each site's own scale is applied to its term)."""
+
+    p_sites: list
+    q_sites: list
+    lps: list
+    kept_dims: tuple[int, ...]
+    keep: set
+    ndim: int
+    per_site_scale: bool
+    scale: float | torch.Tensor
+
+    def sum(self, which: str) -> torch.Tensor | None:
+        """The model's (``"p"``) or the guide's (``"q"``) log-densities summed over every
+        batch dim not kept."""
+        n_p = len(self.p_sites)
+        sites, lps = (
+            (self.p_sites, self.lps[:n_p]) if which == "p" else (self.q_sites, self.lps[n_p:])
+        )
+        return _sum_log_probs(sites, lps, self.keep, self.ndim, self.per_site_scale)
+
+
+def site_log_probs(
     model_sites: dict,
     guide_sites: dict,
     max_plate_nesting: int,
     checks: StructureChecks | None = None,
     require_rsample: bool = True,
-) -> LogWeights:
-    r"""Return :math:`\log p(x, z)` and :math:`\log q(z)` per particle and shared plate element.
+) -> SiteLogProbs | None:
+    """The log-density of every site that enters an importance weight, checked: the
+    observed sites and the model's sites that the guide proposes, then the guide's latent
+    sites (reparameterizable unless ``require_rsample`` is False); None when there are none.
 
     Latent sites that the model samples itself (absent from the guide) are proposed from
-    the prior, so their :math:`p / q` cancels and they are left out.
-
-    With Pyro's validation on, the structural checks (``check_model_guide_match``,
-    ``check_site_shape``) run on every call, or once per step signature when ``checks`` (a
-    :class:`StructureChecks` kept by the caller across steps) is given. Value checks (the
-    support of each value, by the distributions' own ``validate_args``) run on every call.
-    Guide sites must be reparameterizable (the gradient estimators of the callers need it)
-    unless ``require_rsample`` is False, as for estimating :math:`\log p(x)`.
+    the prior, so their :math:`p / q` cancels and they are left out. With Pyro's validation
+    on, the structural checks (``check_model_guide_match``, ``check_site_shape``) run on
+    every call, or once per step signature when ``checks`` (a :class:`StructureChecks` kept
+    by the caller across steps) is given. Value checks (the support of each value, by the
+    distributions' own ``validate_args``) run on every call.
     """
     ndim = max_plate_nesting + 1
     particle_dim = -ndim
@@ -595,10 +621,7 @@ def compute_log_weights(
             check_model_guide_match(_as_trace(model_sites), _as_trace(guide_sites), ndim)
     sites = p_sites + q_sites
     if not sites:
-        # No sample site (only parameters): p / q = 1, log w = 0, a bound of 0 as Pyro's
-        # losses return for such a pair.
-        zero = torch.zeros(1)
-        return LogWeights(zero, zero, 1.0, False, (), ndim)
+        return None
 
     # Plates shared by every site keep their own weights; the rest are summed over.
     common = None
@@ -631,22 +654,45 @@ def compute_log_weights(
     # A subsampling scale common to all sites is applied after the log-mean-exp.
     first = sites[0]["scale"]
     per_site = not all(_is_same_scale(site["scale"], first) for site in sites)
-    n_p = len(p_sites)
-    log_p = _sum_log_probs(p_sites, lps[:n_p], keep, ndim, per_site)
-    log_q = _sum_log_probs(q_sites, lps[n_p:], keep, ndim, per_site)
+    return SiteLogProbs(
+        p_sites, q_sites, lps, kept_dims, keep, ndim, per_site, 1.0 if per_site else first
+    )
+
+
+def compute_log_weights(
+    model_sites: dict,
+    guide_sites: dict,
+    max_plate_nesting: int,
+    checks: StructureChecks | None = None,
+    require_rsample: bool = True,
+) -> LogWeights:
+    r"""Return :math:`\log p(x, z)` and :math:`\log q(z)` per particle and shared plate element.
+
+    The sites and their checks are those of :func:`site_log_probs`. Guide sites must be
+    reparameterizable (the gradient estimators of the callers need it) unless
+    ``require_rsample`` is False, as for estimating :math:`\log p(x)`.
+    """
+    terms = site_log_probs(model_sites, guide_sites, max_plate_nesting, checks, require_rsample)
+    ndim = max_plate_nesting + 1
+    if terms is None:
+        # No sample site (only parameters): p / q = 1, log w = 0, a bound of 0 as Pyro's
+        # losses return for such a pair.
+        zero = torch.zeros(1)
+        return LogWeights(zero, zero, 1.0, False, (), ndim)
+    log_p, log_q = terms.sum("p"), terms.sum("q")
     if log_p is None:
         log_p = torch.zeros_like(log_q)
     elif log_q is None:
         log_q = torch.zeros_like(log_p)
     if log_p.shape != log_q.shape:
         log_p, log_q = torch.broadcast_tensors(log_p, log_q)
-    shape = [log_p.shape[particle_dim]] + [log_p.shape[d] for d in kept_dims]
+    shape = [log_p.shape[-ndim]] + [log_p.shape[d] for d in terms.kept_dims]
     return LogWeights(
         log_p=log_p.reshape(shape),
         log_q=log_q.reshape(shape),
-        scale=1.0 if per_site else first,
-        per_site_scale=per_site,
-        kept_dims=kept_dims,
+        scale=terms.scale,
+        per_site_scale=terms.per_site_scale,
+        kept_dims=terms.kept_dims,
         ndim=ndim,
     )
 

@@ -73,20 +73,17 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.util import is_validation_enabled
-from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+from pyro.util import check_model_guide_match, warn_if_nan
 
 from pyrogen.infer._weights import (
-    PARTICLE_PLATE,
     LogWeights,
     StructureChecks,
-    _as_trace,
-    _is_same_scale,
-    _site_log_prob,
     _sum_log_probs,
     guess_max_plate_nesting,
     plate_nesting_arg,
     run_guide,
     run_model,
+    site_log_probs,
 )
 
 
@@ -134,50 +131,12 @@ def site_terms(
     Pyro's validation on, ``check_model_guide_match`` and ``check_site_shape`` run once per
     step signature (``checks``) and the values are checked by the distributions every step.
     """
-    ndim = max_plate_nesting + 1
-    particle_dim = -ndim
-    validate = is_validation_enabled()
-    q_sites = [s for s in guide_sites.values() if not s["is_observed"]]
-    p_sites = [s for s in model_sites.values() if s["is_observed"] or s["name"] in guide_sites]
-    signature = known = None
-    if validate:
-        if checks is not None:
-            signature = checks.signature(model_sites, guide_sites, ndim)
-            known = checks.lookup(signature)
-        if known is None:
-            if checks is not None:
-                checks.runs += 1
-            check_model_guide_match(_as_trace(model_sites), _as_trace(guide_sites), ndim)
-    sites = p_sites + q_sites
-    if not sites:
+    terms = site_log_probs(model_sites, guide_sites, max_plate_nesting, checks, False)
+    if terms is None:
         raise ValueError("the model and guide have no sample sites to weight")
-    common = None
-    for site in sites:
-        frames = {
-            (f.name, f.dim, f.size, f.counter)
-            for f in site["cond_indep_stack"]
-            if f.dim is not None and f.name != PARTICLE_PLATE
-        }
-        common = frames if common is None else common & frames
-    kept_dims = tuple(sorted(f[1] for f in common))
-    keep = set(kept_dims)
-    keep.add(particle_dim)
-    lps = []
-    for site in sites:
-        lp = _site_log_prob(site)
-        if validate and known is None:
-            check_site_shape(dict(site, log_prob=lp), ndim)
-        lps.append(lp)
-    if validate:
-        shapes = tuple(lp.shape for lp in lps)
-        if known is None:
-            if checks is not None:
-                checks.remember(signature, shapes)
-        elif shapes != known:
-            for site, lp in zip(sites, lps):
-                check_site_shape(dict(site, log_prob=lp), ndim)
-    first = sites[0]["scale"]
-    per_scale = not all(_is_same_scale(site["scale"], first) for site in sites)
+    ndim, particle_dim = terms.ndim, -terms.ndim
+    p_sites, q_sites, lps, keep = terms.p_sites, terms.q_sites, terms.lps, terms.keep
+    kept_dims, per_scale = terms.kept_dims, terms.per_site_scale
     n_p = len(p_sites)
 
     def reduce(group, group_lps):
@@ -215,7 +174,7 @@ def site_terms(
     weights = LogWeights(
         log_p=lay(log_p),
         log_q=lay(log_q),
-        scale=1.0 if per_scale else first,
+        scale=terms.scale,
         per_site_scale=per_scale,
         kept_dims=kept_dims,
         ndim=ndim,
