@@ -167,6 +167,21 @@ class GenerativeModel(PyroModel):
     def log_likelihood(self, data, **options):
         raise NotImplementedError
 
+    def guide_importance_log_likelihood(self, data, **options):
+        """:func:`~pyrogen.evaluate.importance_log_likelihood` of ``data`` with the guide as
+        proposal and the data plate as the one plate, the module in evaluation mode for the
+        duration (its training mode restored after)."""
+        from pyrogen.evaluate.importance import importance_log_likelihood
+
+        was_training = self.training
+        self.eval()
+        try:
+            return importance_log_likelihood(
+                self.model, self.guide, data, max_plate_nesting=1, **options
+            )
+        finally:
+            self.train(was_training)
+
     def to_unit_interval(self, samples: torch.Tensor) -> torch.Tensor:
         """:meth:`sample` output as values in [0, 1], for pictures (the identity for binary
         data and probabilities)."""

@@ -503,7 +503,7 @@ class HelmholtzMachine(GenerativeModel):
             return exact_log_likelihood(
                 self, data, batch_size=batch_size, progress=progress, device=device
             )
-        return self._importance_log_likelihood(
+        return self.guide_importance_log_likelihood(
             data,
             num_samples=num_samples,
             batch_size=batch_size,
@@ -535,20 +535,6 @@ class HelmholtzMachine(GenerativeModel):
             log_p = log_p + gen[l].log_prob(layers[l - 1], layers[l])
         log_p = log_p + gen[0].log_prob(x.expand(k, *x.shape), layers[0])
         return log_p - log_q
-
-    def _importance_log_likelihood(self, data, **options):
-        # the shared evaluator, with the recognition model as proposal (discrete latents
-        # are fine there: estimating p(x) needs no gradient through the samples)
-        from pyrogen.evaluate.importance import importance_log_likelihood
-
-        was_training = self.training
-        self.eval()
-        try:
-            return importance_log_likelihood(
-                self.model, self.guide, data, max_plate_nesting=1, **options
-            )
-        finally:
-            self.train(was_training)
 
 
 class _Baseline(nn.Module):

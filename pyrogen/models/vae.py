@@ -194,14 +194,7 @@ class VAE(GenerativeModel):
         check_options(importance_log_likelihood, options, "VAE.log_likelihood", 3)
         if "max_plate_nesting" in options:
             raise TypeError("VAE.log_likelihood: max_plate_nesting is fixed (1, the data plate)")
-        was_training = self.training
-        self.eval()
-        try:
-            return importance_log_likelihood(
-                self.model, self.guide, data, max_plate_nesting=1, **options
-            )
-        finally:
-            self.train(was_training)
+        return self.guide_importance_log_likelihood(data, **options)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
