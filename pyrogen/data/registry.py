@@ -25,18 +25,27 @@ References
    Swersky, Bo Chen, Nando de Freitas (2010).
 7. *Optical Recognition of Handwritten Digits* (UCI Machine Learning Repository), E. Alpaydin,
    C. Kaynak (1998).
+8. *Generating Images from Captions with Attention*, Elman Mansimov, Emilio Parisotto, Jimmy
+   Lei Ba, Ruslan Salakhutdinov (2016).
+
+Data sets that have no file of their own but are built deterministically from registered files
+are listed in :data:`GENERATED` (a :class:`GeneratedSpec` each, e.g. ``"mnist_captions"``, built
+from the MNIST files); :meth:`GeneratedSpec.build` makes one split.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BINARIZATIONS",
     "DATASETS",
+    "GENERATED",
     "DatasetSpec",
+    "GeneratedSpec",
     "RemoteFile",
     "default_binarization",
     "get_spec",
@@ -289,15 +298,97 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class GeneratedSpec:
+    """A data set with no file of its own, built deterministically (from a seed) out of the
+    files of a registered data set.
+
+    :param name: registry key, e.g. ``"mnist_captions"``.
+    :param description: one paragraph: what the examples are, what a split returns.
+    :param citation: the reference(s) to cite.
+    :param image_shape: ``(C, H, W)`` of one image.
+    :param splits: split name -> default number of examples.
+    :param source: the :data:`DATASETS` entry whose files it is built from.
+    :param builder: ``"module:function"`` that builds a split, called as
+        ``function(split, root=..., download=..., seed=..., binarize=..., **options)``.
+    :param options: keyword arguments fixed for this entry (e.g. ``{"coloured": True}``).
+    """
+
+    name: str
+    description: str
+    citation: str
+    image_shape: tuple[int, ...]
+    splits: dict[str, int] = field(hash=False)
+    source: str
+    builder: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def build(self, split: str = "train", **kwargs: Any) -> Any:
+        """One split: the builder called with ``split``, this entry's :attr:`options` and
+        ``kwargs`` (``root``, ``download``, ``seed``, ``binarize``, the builder's own options)."""
+        module, function = self.builder.split(":")
+        fn = getattr(importlib.import_module(module), function)
+        return fn(split, **{**self.options, **kwargs})
+
+
+_CAPTIONS_CITATION = (
+    "Generating Images from Captions with Attention. Elman Mansimov, Emilio Parisotto, Jimmy "
+    "Lei Ba, Ruslan Salakhutdinov. ICLR 2016. Digits from: Gradient-Based Learning Applied to "
+    "Document Recognition. Yann LeCun, Leon Bottou, Yoshua Bengio, Patrick Haffner. 1998."
+)
+
+GENERATED: dict[str, GeneratedSpec] = {
+    "mnist_captions": GeneratedSpec(
+        name="mnist_captions",
+        description=(
+            "MNIST with captions (Mansimov et al. 2016): one or two non-overlapping MNIST "
+            "digits on a 60x60 canvas and a caption from 8 templates naming them and their "
+            "placement ('the digit 3 is on the left of the digit 5 .'), 22-token vocabulary. "
+            "Built from the MNIST files (train from MNIST train, test from MNIST test) by a "
+            "seeded generator; the seed also picks the compositions held out of 'train'. "
+            "A split is a pyrogen.data.captions.CaptionDataset (images, token ids, lengths, "
+            "placement record, held-out flags)."
+        ),
+        citation=_CAPTIONS_CITATION,
+        image_shape=(1, 60, 60),
+        splits={"train": 60000, "test": 10000},
+        source="mnist",
+        builder="pyrogen.data.captions:load_mnist_captions",
+    ),
+    "mnist_captions_colour": GeneratedSpec(
+        name="mnist_captions_colour",
+        description=(
+            "The coloured variant of mnist_captions: each digit drawn in red, green, blue or "
+            "white (3x60x60) and its colour named in the caption ('the red digit 3 is ...'), "
+            "26-token vocabulary; some (digit, colour) pairs are also held out of 'train'."
+        ),
+        citation=_CAPTIONS_CITATION,
+        image_shape=(3, 60, 60),
+        splits={"train": 60000, "test": 10000},
+        source="mnist",
+        builder="pyrogen.data.captions:load_mnist_captions",
+        options={"coloured": True},
+    ),
+}
+
+
 def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``name``; ``ValueError`` listing the known names otherwise."""
+    """The :class:`DatasetSpec` of ``name``; ``ValueError`` listing the known names otherwise
+    (for a :data:`GENERATED` name: how to build it)."""
     if not isinstance(name, str):
         raise TypeError(f"name: expected a data set name (str), found {type(name).__name__}")
     try:
         return DATASETS[name]
     except KeyError:
         pass
-    known = sorted(DATASETS)
+    if name in GENERATED:
+        gen = GENERATED[name]
+        raise ValueError(
+            f"name: {name!r} is generated from the {gen.source!r} files, not stored: build a "
+            f"split with pyrogen.data.registry.GENERATED[{name!r}].build(split, seed=...) (or "
+            f"{gen.builder.replace(':', '.')})"
+        )
+    known = sorted(DATASETS) + sorted(GENERATED)
     close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"name: unknown data set {name!r}.{hint} Known data sets: {', '.join(known)}.")
