@@ -8,7 +8,7 @@ every registered file: ``root``, else ``$PYROGEN_DATA``, else the cache folder).
 
 Captions
 --------
-One of the eight templates of the paper's data set ([1], Section 5.1), chosen uniformly:
+One of the eight templates of the MNIST-with-captions data set of [1], chosen uniformly:
 
 ====  ===============================================================
  id   template (``a``, ``b``: digits 0-9)
@@ -146,7 +146,7 @@ _MAX_OFFSET = CANVAS_SIZE - DIGIT_SIZE
 #: Default number of examples per split (``size=None``).
 SPLIT_SIZES: dict[str, int] = {"train": 60000, "test": 10000}
 
-#: The eight caption templates ([1], Section 5.1); ``{a}``, ``{b}``: digits.
+#: The eight caption templates of [1]'s MNIST with captions; ``{a}``, ``{b}``: digits.
 TEMPLATES: tuple[str, ...] = (
     "the digit {a} is on the left of the digit {b} .",
     "the digit {a} is on the right of the digit {b} .",
@@ -770,7 +770,9 @@ def load_mnist_captions(
 
     Generated splits are kept in memory (the last four), keyed by every argument but ``root``
     and ``download`` (the MNIST files are checksum-verified, so their content is fixed). There
-    is no disk cache: the default training split takes about 2 s on one CPU core.
+    is no disk cache: generating the default training split took 4.3 s (coloured: 6.3 s) on
+    a heavily shared 2-core machine. A cached split is returned as the same object: do not
+    modify its tensors in place.
     """
     split = _check_split(split)
     n = _check_size(size, split)
