@@ -127,6 +127,12 @@ class Family(ABC):
     sample_option: ClassVar[str | None] = "num_samples"
     #: the protocol's default for that option (5000 importance samples, 100 AIS chains)
     default_num_samples: ClassVar[int | None] = 5000
+    #: the observation model :math:`p(x \mid \cdot)` of the family's data: ``"bernoulli"``
+    #: (binary data: probabilities, so every log-likelihood is negative and samples are 0
+    #: or 1) or ``"gaussian"`` (continuous data: densities, so a log-likelihood may be
+    #: positive; samples are real-valued, ``model.to_unit_interval`` maps them to [0, 1]).
+    #: A family whose config chooses it overrides :meth:`observation_for`.
+    observation: ClassVar[str] = "bernoulli"
     #: learning rate used when the command line does not give one
     default_lr: ClassVar[float] = 1e-3
     #: config overrides of a tiny instance, for smoke runs and the contract tests that run
@@ -173,6 +179,11 @@ class Family(ABC):
     def learner(self, model, config, lr: float):
         """The learner that trains ``model`` (:class:`pyrogen.train.Learner`); the engine
         tells it the number of steps per epoch before the first step."""
+
+    def observation_for(self, config) -> str:
+        """The observation model of a model built from ``config`` (:attr:`observation`
+        unless the family's config chooses it)."""
+        return self.observation
 
     def evaluation_options(self, config) -> dict[str, Any]:
         """Options of ``model.log_likelihood`` that ``config`` fixes (none by default)."""
