@@ -22,6 +22,7 @@ import torch
 from pyro.distributions import TorchDistribution
 
 import pyrogen.distributions as D
+from pyrogen.distributions.conv_rbm import ConvolutionalRBM, GaussianConvolutionalRBM
 from pyrogen.nn.masked import PixelCNNNet
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
 from pyrogen.nn.pixelrnn import PixelRNNNet
@@ -153,6 +154,24 @@ EXAMPLES: dict[type, Example] = {
     D.PixelRNN: Example(_PIXELRNN[0], _full(0.5), *_PIXELRNN[1:]),
     D.AutoregressiveImage: Example(_AUTOREGRESSIVE[0], _full(7.0), *_AUTOREGRESSIVE[1:]),
 }
+
+
+def _conv_rbm(cls, dtype, validate):
+    W, b, c = _randn(2, 1, 2, 2, dtype=dtype), _randn(1, dtype=dtype), _randn(2, dtype=dtype)
+    return cls(W, b, c, image_shape=(3, 3), pooling=2, gibbs_steps=3, validate_args=validate)
+
+
+# the convolutional RBMs join once pyrogen.distributions exports them
+EXAMPLES.update(
+    {
+        cls: Example(lambda dtype, v, cls=cls: _conv_rbm(cls, dtype, v), bad)
+        for cls, bad in (
+            (ConvolutionalRBM, _full(0.5)),
+            (GaussianConvolutionalRBM, _full(float("nan"))),
+        )
+        if cls.__name__ in D.__all__
+    }
+)
 
 
 def exported_distribution_classes() -> list[type]:
