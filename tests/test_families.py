@@ -11,10 +11,14 @@ it. For every family:
 * it trains a few steps through the engine, and a run interrupted by a checkpoint and
   resumed by fresh objects ends in exactly the state of an uninterrupted run (staged
   learners across a stage boundary);
-* ``sample(n)`` returns ``(n, *event_shape)`` values in the data's range;
+* ``sample(n)`` returns ``(n, *event_shape)`` values in the range of the family's declared
+  observation model (``Family.observation`` / ``observation_for(config)``): 0 or 1 for
+  ``"bernoulli"``, finite reals for ``"gaussian"``; pictures (``to_unit_interval``) and
+  conditional means in [0, 1] for every family;
 * ``log_likelihood`` returns a :class:`~pyrogen.evaluate.LogLikelihood` (finite, one value per
-  example, the same through ``pyrogen.evaluate.log_likelihood``), and an option its
-  estimator does not take is a TypeError naming it;
+  example, the same through ``pyrogen.evaluate.log_likelihood``), negative for a discrete
+  (Bernoulli) observation model, where it is the log of a probability (a Gaussian density
+  may exceed 1), and an option its estimator does not take is a TypeError naming it;
 * every ``pyrogen train <family>`` flag is documented in ``--help``.
 """
 
@@ -33,6 +37,8 @@ from pyrogen.registry import load_families
 from pyrogen.runs import Run, RunConfig, load_splits
 
 FAMILIES = sorted(load_families())
+#: the observation models a family may declare, and whether each is discrete
+OBSERVATIONS = {"bernoulli": True, "gaussian": False}
 # 200 training examples in batches of 50: 4 steps per epoch; 10 steps cross every stage
 # boundary of a smoke-sized staged learner (one pre-training epoch per layer)
 TRAIN_LIMIT, BATCH, STEPS, HALF = 200, 50, 10, 5
@@ -71,13 +77,28 @@ def trained(tmp_path_factory):
 
 
 def test_every_family_is_covered():
-    assert {"vae", "rbm", "dbm", "fvsbn", "nade", "pixelcnn", "pixelrnn", "autoencoder"} <= set(
-        FAMILIES
-    )
+    assert {
+        "vae",
+        "rbm",
+        "dbm",
+        "fvsbn",
+        "nade",
+        "pixelcnn",
+        "pixelrnn",
+        "autoencoder",
+        "gan",
+        "gmmn",
+    } <= set(FAMILIES)
     for name, family in load_families().items():
         assert family.kind in ("density", "representation"), name
         assert family.description and family.config_cls, name
-        family.config(**family.smoke_config)  # the smoke config is valid
+        config = family.config(**family.smoke_config)  # the smoke config is valid
+        assert family.observation in OBSERVATIONS, name
+        assert family.observation_for(config) in OBSERVATIONS, name
+
+
+def _observation(run) -> str:
+    return run.family.observation_for(run.model_config)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -137,6 +158,9 @@ def test_sample_shape_and_range(name, trained):
     model = run.model
     x = model.sample(5)
     assert x.shape == (5, *model.event_shape)
+    assert torch.isfinite(x).all()
+    if _observation(run) == "bernoulli":
+        assert ((x == 0) | (x == 1)).all(), "samples of a Bernoulli observation model are 0/1"
     pictures = model.to_unit_interval(x)
     assert torch.isfinite(pictures).all() and pictures.min() >= 0 and pictures.max() <= 1
     if model.has_mean_samples:
@@ -167,7 +191,9 @@ def test_evaluation_returns_the_one_result_type(name, trained, digits):
     result = run.family.log_likelihood(run.model, run.model_config, test, **options)
     assert isinstance(result, LogLikelihood)
     assert result.per_example.shape == (len(test),) and math.isfinite(result.mean)
-    assert result.mean < 0 and result.stderr >= 0 and result.mc_stderr >= 0
+    if OBSERVATIONS[_observation(run)]:  # the log of a probability
+        assert (result.per_example < 0).all() and result.mean < 0
+    assert result.stderr >= 0 and result.mc_stderr >= 0
     assert result.estimator and isinstance(result.to_dict(), dict)
     assert "test log-likelihood" in result.summary()
     # the one entry point dispatches to the model's own estimator
