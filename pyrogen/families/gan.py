@@ -25,10 +25,12 @@ can be positive. :meth:`~pyrogen.models.Generator.sample` draws from that densit
 show) gives :math:`G(z)`, in [0, 1] for every generator here (DCGAN's tanh output is
 mapped by :math:`(t + 1)/2`, i.e. the data are seen on DCGAN's [-1, 1] scale).
 
-GMMN+AE [3] (moment matching in an autoencoder's code space) is not a family option: the
-autoencoder family's model exposes no decoder from codes to pixels that a generator could
-be composed with; :class:`~pyrogen.infer.MMD` supports it in code
-(``MMD(data_transform=autoencoder.transform)``).
+GMMN+AE [3] (moment matching in an autoencoder's code space) is not a family option yet: it
+needs a two-stage learner (the autoencoder first, then the generator on its codes) and a
+model :math:`x = \mathrm{dec}(G(z))`; in code, train a
+:class:`~pyrogen.models.Autoencoder`, then the generator with
+``MMD(data_transform=autoencoder.transform)``, and decode its samples with
+``autoencoder.decode``.
 
 **References**
 
