@@ -1,0 +1,253 @@
+r"""Convolutional deep belief networks (Lee, Grosse, Ranganath & Ng 2009): a stack of
+convolutional RBMs with probabilistic max-pooling, trained greedily, layer by layer.
+
+Layer :math:`l` is a :class:`ConvRBMLayer`, a convolutional RBM
+(:class:`~pyrogen.distributions.conv_rbm.ConvolutionalRBM`, or
+:class:`~pyrogen.distributions.conv_rbm.GaussianConvolutionalRBM` for real-valued input such
+as whitened natural images) whose visible maps are the **pooling units** of layer
+:math:`l - 1`: its :meth:`~ConvRBMLayer.up` pass gives
+:math:`p(p^k_\alpha = 1 \mid v) = 1 - 1 / (1 + \sum_{(i,j) \in B_\alpha} e^{I(h^k_{ij})})`
+(or a sample of the pooling units), a ``(K, N_h / P, N_w / P)`` map per example, which is
+what the next layer is trained on [1]. :meth:`ConvolutionalDBN.stages` builds those stages
+with pyrogen's one stacking mechanism, :func:`pyrogen.models.greedy.greedy_stages`, for
+:class:`pyrogen.train.StagedLearner`; each layer trains with
+:class:`~pyrogen.infer.ContrastiveDivergence` (optionally with the sparsity regulariser of
+[2]).
+
+Higher-layer units are shown as in [1], as weighted combinations of the filters below
+(:meth:`ConvolutionalDBN.filters_in_input_space`).
+
+**References**
+
+[1] Convolutional Deep Belief Networks for Scalable Unsupervised Learning of Hierarchical
+    Representations. Honglak Lee, Roger Grosse, Rajesh Ranganath, Andrew Y. Ng. 2009.
+
+[2] Sparse Deep Belief Net Model for Visual Area V2. Honglak Lee, Chaitanya Ekanadham,
+    Andrew Y. Ng. 2008.
+
+[3] Greedy Layer-Wise Training of Deep Networks. Yoshua Bengio, Pascal Lamblin, Dan
+    Popovici, Hugo Larochelle. 2007.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from pyro.infer.util import is_validation_enabled
+from torch import nn
+
+from pyrogen._checks import check_finite
+from pyrogen.distributions.conv_rbm import ConvolutionalRBM, GaussianConvolutionalRBM
+from pyrogen.models.energy import EnergyModel
+from pyrogen.models.greedy import UNIT_TYPES, greedy_stages, propagate
+
+__all__ = ["ConvRBMLayer", "ConvolutionalDBN"]
+
+
+class ConvRBMLayer(EnergyModel):
+    r"""One convolutional RBM with probabilistic max-pooling, with trainable parameters, as a
+    Pyro model (``pyro.sample("v", ConvolutionalRBM(...), obs=x)``; see
+    :class:`~pyrogen.models.energy.EnergyModel`).
+
+    :param input_shape: ``(C, H, W)`` of the visible maps (the data are flattened rows).
+    :param int filters: :math:`K`, the filters (hidden groups).
+    :param int filter_size: :math:`F`, the side of the square filters.
+    :param int pooling: :math:`P`, the side of the pooling blocks (must divide
+        :math:`H - F + 1` and :math:`W - F + 1`).
+    :param str visible_units: ``"binary"`` (data in :math:`[0, 1]`: binary, or the pooling
+        probabilities of a layer below) or ``"gaussian"`` (unit variance; standardize or
+        whiten the data).
+    :param float sparsity_target: :math:`\rho` of the sparsity regulariser (with
+        ``sparsity_cost``, see
+        :meth:`~pyrogen.distributions.conv_rbm.ConvolutionalRBMBase.sparsity_penalty`).
+    :param float sparsity_cost: :math:`\lambda` (0: no regulariser).
+    :param float init_scale: standard deviation of the initial filters.
+    """
+
+    name_prefix = "crbm"
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        filters: int,
+        filter_size: int,
+        pooling: int = 2,
+        *,
+        visible_units: str = "binary",
+        sparsity_target: float = 0.0,
+        sparsity_cost: float = 0.0,
+        init_scale: float = 0.01,
+        name: str | None = None,
+    ) -> None:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        if visible_units not in UNIT_TYPES:
+            raise ValueError(f"visible_units must be one of {UNIT_TYPES}, got {visible_units!r}")
+        c, h, w = shape
+        super().__init__(c * h * w, (c * h, w), name)
+        self.input_shape, self.visible_units = shape, visible_units
+        self.pooling, self.sparsity_target, self.sparsity_cost = (
+            int(pooling),
+            float(sparsity_target),
+            float(sparsity_cost),
+        )
+        if int(filters) < 1 or int(filter_size) < 1:
+            raise ValueError(
+                f"filters and filter_size must be positive, got {filters}, {filter_size}"
+            )
+        self.weight = nn.Parameter(
+            init_scale * torch.randn(int(filters), c, int(filter_size), int(filter_size))
+        )
+        self.visible_bias = nn.Parameter(torch.zeros(c))
+        self.hidden_bias = nn.Parameter(torch.zeros(int(filters)))
+        self.hidden = int(filters)
+        self.distribution(validate_args=False)  # checks pooling, sizes and the options now
+
+    def distribution(self, **kwargs):
+        """The convolutional RBM with the current parameters."""
+        cls = GaussianConvolutionalRBM if self.visible_units == "gaussian" else ConvolutionalRBM
+        kwargs.setdefault("sparsity_target", self.sparsity_target)
+        kwargs.setdefault("sparsity_cost", self.sparsity_cost)
+        return cls(
+            *self._distribution_parameters(),
+            image_shape=self.input_shape[1:],
+            pooling=self.pooling,
+            **kwargs,
+        )
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """``(K, N_h / P, N_w / P)``: the pooling units, the next layer's input maps."""
+        return self.distribution(validate_args=False).pooled_shape
+
+    def _prepare(self, x, name: str = "x") -> torch.Tensor:
+        """``x`` flattened and checked finite (grey levels in :math:`[0, 1]`, such as the
+        pooling probabilities of a layer below, are accepted by binary units, as in
+        :class:`~pyrogen.models.greedy.StackRBM`)."""
+        x = self._flatten(x, name)
+        if is_validation_enabled():
+            check_finite(x, name)
+        return x
+
+    def _flatten(self, x, name: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() >= 2 and x.shape[-1] == self.num_features:
+            return x.reshape(-1, self.num_features)
+        if x.dim() >= 4 and tuple(x.shape[-3:]) == self.input_shape:
+            return x.reshape(-1, self.num_features)
+        raise ValueError(
+            f"{name}: expected shape (batch, {self.num_features}) or (batch, "
+            f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+        )
+
+    def _visible_mean(self, dist, state) -> torch.Tensor:
+        inputs = dist.visible_inputs(state[1])
+        return torch.sigmoid(inputs) if self.visible_units == "binary" else inputs
+
+    @torch.no_grad()
+    def up(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        r"""The pooling units given ``x``, flattened ``(n, K N_h N_w / P^2)``: their
+        probabilities :math:`p(p^k_\alpha = 1 \mid v)`, or with ``sample`` a draw of them
+        (from a draw of the hidden blocks); the data of the next layer."""
+        dist = self.distribution(validate_args=False)
+        x = self._flatten(x)
+        if sample:
+            pooled = dist.pooling_units(dist.sample_hidden(x))
+        else:
+            pooled = dist.hidden_probs(x)[1]
+        return pooled.reshape(x.shape[0], -1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """One mean-field up-down pass: the mean of :math:`p(v \\mid h)` at
+        :math:`h = \\mathbb E[h \\mid x]`."""
+        dist = self.distribution(validate_args=False)
+        inputs = dist.visible_inputs(dist.hidden_probs(self._flatten(x))[0])
+        return torch.sigmoid(inputs) if self.visible_units == "binary" else inputs
+
+
+class ConvolutionalDBN(nn.Module):
+    r"""A stack of :class:`ConvRBMLayer`, each on the pooling units of the one below (see
+    module docs).
+
+    :param input_shape: ``(C, H, W)`` of the data.
+    :param layers: one dict per layer with the keyword arguments of :class:`ConvRBMLayer`
+        other than ``input_shape`` (``filters``, ``filter_size``, ``pooling``,
+        ``visible_units``, ``sparsity_target``, ...); layers above the first default to
+        binary visible units.
+    """
+
+    def __init__(self, input_shape: Sequence[int], layers: Sequence[dict]) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("layers must list at least one layer")
+        parts, shape = [], tuple(input_shape)
+        for k, spec in enumerate(layers):
+            spec = dict(spec)
+            if k > 0 and spec.get("visible_units", "binary") != "binary":
+                raise ValueError(
+                    f"layers[{k}]: visible_units must be 'binary' (the pooling units below "
+                    f"are binary), got {spec['visible_units']!r}"
+                )
+            try:
+                layer = ConvRBMLayer(shape, **spec)
+            except ValueError as e:
+                raise ValueError(f"layers[{k}] (input shape {shape}): {e}") from None
+            parts.append(layer)
+            shape = layer.output_shape
+        self.layers = nn.ModuleList(parts)
+
+    def stages(
+        self, learner_for: Callable[[int, ConvRBMLayer], object], epochs: int, sample=False
+    ) -> list[tuple]:
+        """Greedy layer-wise training: the stages of :func:`~pyrogen.models.greedy.
+        greedy_stages` (``"layer1"``, ``"layer2"``, ...) for
+        :class:`~pyrogen.train.StagedLearner`, layer ``k`` trained by
+        ``learner_for(k, layer)`` for ``epochs`` epochs on the pooling units of the layers
+        below (their probabilities, or samples with ``sample``)."""
+        return greedy_stages(list(self.layers), learner_for, epochs, sample=sample)
+
+    @torch.no_grad()
+    def up(self, x: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
+        """The pooling probabilities of layer ``num_layers`` (default: the top one)."""
+        return propagate(list(self.layers)[:num_layers], x)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooling probabilities of every layer, concatenated per example (features for
+        a classifier, as in [1])."""
+        out = []
+        for layer in self.layers:
+            x = layer.up(x)
+            out.append(x)
+        return torch.cat(out, -1)
+
+    @torch.no_grad()
+    def filters_in_input_space(self, layer: int) -> torch.Tensor:
+        r"""The filters of layer ``layer`` (0-based) drawn in the input space, as in [1]: a
+        layer-:math:`l` filter is the combination of the layer-:math:`(l-1)` filters (in
+        input space) weighted by its weights, filter :math:`k'` of the layer below placed
+        at offset :math:`(r s_{l-1}, c\, s_{l-1})` for weight :math:`W^{k}_{k', r, c}`, with
+        :math:`s_{l-1}` the product of the poolings below (each pooling unit put at the
+        top-left unit of its block). Shape ``(K_l, C, S_l, S_l)``,
+        :math:`S_l = S_{l-1} + (F_l - 1) s_{l-1}`."""
+        if not 0 <= layer < len(self.layers):
+            raise ValueError(f"layer must be in 0..{len(self.layers) - 1}, got {layer}")
+        below = self.layers[0].weight.detach()
+        stride = 1
+        for part, lower in zip(self.layers[1 : layer + 1], self.layers[:layer]):
+            stride *= lower.pooling
+            W = part.weight.detach()  # (K, K_below, F, F)
+            k, _, f, _ = W.shape
+            size = below.shape[-1] + (f - 1) * stride
+            out = below.new_zeros((k, below.shape[1], size, size))
+            for r in range(f):
+                for c in range(f):
+                    rows = slice(r * stride, r * stride + below.shape[-1])
+                    cols = slice(c * stride, c * stride + below.shape[-1])
+                    out[:, :, rows, cols] += torch.einsum("kj,jcxy->kcxy", W[:, :, r, c], below)
+            below = out
+        return below

@@ -1,0 +1,119 @@
+"""Convolutional DBN: greedy layer-wise training of two convolutional RBMs with
+probabilistic max-pooling on natural-image patches through the shared stacking mechanism
+(the second layer sees the first's pooling probabilities, the first layer frozen), the
+filters of the second layer drawn in input space, bad layer specifications."""
+
+import pytest
+import torch
+
+from pyrogen.data import DatasetNotFoundError
+from pyrogen.data.patches import natural_image_patches
+from pyrogen.families.rbm import cd_learner
+from pyrogen.infer import ContrastiveDivergence
+from pyrogen.models.cdbn import ConvolutionalDBN
+from pyrogen.train import StagedLearner, train
+
+LAYERS = [
+    dict(filters=4, filter_size=5, pooling=2, visible_units="gaussian", init_scale=0.1),
+    dict(filters=3, filter_size=2, pooling=1, sparsity_target=0.1, sparsity_cost=1.0),
+]
+
+
+def _patches():
+    try:
+        x = natural_image_patches(300, size=10, seed=0, whiten="zca")
+    except DatasetNotFoundError as e:  # neither the data folder nor scikit-image
+        pytest.skip(str(e))
+    return x / x.std()  # unit variance for unit-variance Gaussian visible units
+
+
+def test_second_layer_trains_on_the_first_layers_pooled_activations():
+    torch.manual_seed(0)
+    data = _patches()
+    cdbn = ConvolutionalDBN((1, 10, 10), LAYERS)
+    first, second = cdbn.layers
+    assert first.output_shape == (4, 3, 3) and second.input_shape == (4, 3, 3)
+    init2 = [p.detach().clone() for p in second.parameters()]
+    seen = []  # the batches the second layer's learner gets, and layer 1 at that time
+
+    def learner_for(k, layer):
+        # Gaussian visible units need a small rate (1e-3 diverges here), and CD-1
+        lr, loss = (3e-4, ContrastiveDivergence(k=1)) if k == 0 else (1e-2, None)
+        loss = loss or ContrastiveDivergence(k=1, persistent=True)
+        learner = cd_learner(layer, loss, lr, 0.5, 0.0)
+        if k == 1:
+            step = learner.step
+
+            def recording_step(batch):
+                seen.append((batch.clone(), [p.detach().clone() for p in first.parameters()]))
+                return step(batch)
+
+            learner.step = recording_step
+        return learner
+
+    stages = cdbn.stages(learner_for, epochs=3)
+    assert [s[0] for s in stages] == ["layer1", "layer2"]
+    init1 = [p.detach().clone() for p in first.parameters()]
+    train(StagedLearner(stages), data, epochs=6, batch_size=50, seed=0, progress=False)
+    assert len(seen) == 18  # 3 epochs of 6 batches
+    # layer 1 did not move while layer 2 trained, and layer 2 saw its pooling probabilities
+    final1 = [p.detach() for p in first.parameters()]
+    acts = first.up(data)
+    assert acts.shape == (300, 36) and 0 <= acts.min() and acts.max() <= 1 and acts.std() > 0.01
+    for batch, params in seen:
+        for p, q in zip(params, final1):
+            assert torch.equal(p, q)
+        distance = torch.cdist(batch.double(), acts.double()).min(1).values
+        assert distance.max() < 1e-6 and batch.shape == (50, 36)
+    # layer 1 moved and stayed finite; layer 2 learned: a lower reconstruction error of the
+    # pooled activations than at its initialisation (seeded)
+    for p, q in zip(final1, init1):
+        assert torch.isfinite(p).all() and not torch.equal(p, q)
+    fresh = ConvolutionalDBN((1, 10, 10), LAYERS).layers[1]
+    with torch.no_grad():
+        for p, q in zip(fresh.parameters(), init2):
+            p.copy_(q)
+    err0 = (fresh.reconstruct(acts) - acts).square().mean().item()
+    err1 = (second.reconstruct(acts) - acts).square().mean().item()
+    print(f"layer 2 reconstruction error: {err0:.4f} -> {err1:.4f}")
+    assert err1 < 0.8 * err0, (err0, err1)
+    assert cdbn.features(data).shape == (300, 36 + 3 * 2 * 2)
+    assert torch.equal(cdbn.up(data), second.up(acts))
+
+
+def test_second_layer_filters_in_input_space_are_shifted_sums_of_first_layer_filters():
+    cdbn = ConvolutionalDBN((1, 10, 10), LAYERS)
+    W1 = cdbn.layers[0].weight.detach()
+    with torch.no_grad():
+        cdbn.layers[1].weight.zero_()
+        cdbn.layers[1].weight[2, 1, 1, 0] = 2.0  # unit 2: twice filter 1, one pooled row down
+        cdbn.layers[1].weight[2, 3, 0, 1] = -1.0  # minus filter 3, one pooled column right
+    pictures = cdbn.filters_in_input_space(1)
+    assert pictures.shape == (3, 1, 7, 7)  # 5 + (2 - 1) * 2
+    want = torch.zeros(1, 7, 7)
+    want[:, 2:7, 0:5] += 2 * W1[1]
+    want[:, 0:5, 2:7] -= W1[3]
+    torch.testing.assert_close(pictures[2], want)
+    assert torch.equal(pictures[0], torch.zeros(1, 7, 7))
+    assert torch.equal(cdbn.filters_in_input_space(0), W1)
+
+
+def test_bad_layer_specifications_are_value_errors():
+    with pytest.raises(ValueError, match=r"layers\[0\].*pooling 2 must divide"):
+        ConvolutionalDBN((1, 10, 10), [dict(filters=2, filter_size=4, pooling=2)])
+    with pytest.raises(ValueError, match=r"layers\[1\].*smaller than the filters"):
+        ConvolutionalDBN(
+            (1, 10, 10),
+            [dict(filters=2, filter_size=5, pooling=2), dict(filters=2, filter_size=4)],
+        )
+    with pytest.raises(ValueError, match=r"layers\[1\]: visible_units must be 'binary'"):
+        ConvolutionalDBN(
+            (1, 10, 10),
+            [
+                dict(filters=2, filter_size=5, pooling=2),
+                dict(filters=2, filter_size=2, visible_units="gaussian"),
+            ],
+        )
+    cdbn = ConvolutionalDBN((1, 10, 10), LAYERS)
+    with pytest.raises(ValueError, match=r"x: expected shape \(batch, 100\)"):
+        cdbn.layers[0].up(torch.zeros(3, 99))
