@@ -1,5 +1,6 @@
 """The adversarial learner: the optimal discriminator, the generator losses' gradients,
-exact resume through the engine, the NaN guard on both losses, the R1 penalty."""
+exact resume through the engine, the NaN guard on both losses, the R1 penalty, the
+Wasserstein objective and the WGAN-GP gradient penalty."""
 
 import math
 
@@ -10,9 +11,12 @@ from torch import nn
 from pyrogen.infer.adversarial import (
     Adversarial,
     discriminator_loss,
+    gradient_penalty,
     minimax_generator_loss,
     non_saturating_generator_loss,
     r1_penalty,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
 )
 from pyrogen.models import Generator, MLPDiscriminator
 from pyrogen.train import TrainingDiverged, load_checkpoint, train
@@ -118,14 +122,87 @@ def test_discriminator_loss_and_r1_penalty_closed_forms():
     torch.testing.assert_close(grad, lin.weight.detach())
 
 
-def _gan(seed=0):
+def test_gradient_penalty_of_a_linear_critic_and_its_gradient():
+    # f(x) = w.x + b: grad_x f = w at every interpolate, so the penalty is (|w| - 1)^2
+    # whatever the interpolation weights, and its gradient in w is 2 (|w| - 1) w / |w|
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 1).double()
+    critic = nn.Sequential(lin, nn.Flatten(0))
+    real, fake = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
+    value = gradient_penalty(critic, real, fake)
+    norm = lin.weight.detach().norm()
+    assert value.item() == pytest.approx((norm.item() - 1) ** 2, rel=1e-12)
+    grad_w, grad_b = torch.autograd.grad(value, [lin.weight, lin.bias], allow_unused=True)
+    torch.testing.assert_close(grad_w, 2 * (norm - 1) * lin.weight.detach() / norm)
+    assert grad_b is None or torch.equal(grad_b, torch.zeros_like(grad_b))
+    # images: the norm is over all pixels of an example
+    img_critic = nn.Sequential(nn.Flatten(1), lin, nn.Flatten(0))
+    value = gradient_penalty(img_critic, real.reshape(9, 1, 5, 1), fake.reshape(9, 1, 5, 1))
+    assert value.item() == pytest.approx((norm.item() - 1) ** 2, rel=1e-12)
+
+
+def test_gradient_penalty_at_interpolates():
+    # f(x) = 2 x^2 (1-D): grad = 4 x. With real == fake the interpolate is x itself, so the
+    # penalty is exactly mean (4 |x| - 1)^2.
+    def critic(x):
+        return 2 * x.pow(2).sum(-1)
+
+    x = torch.tensor([[0.5], [-1.0], [0.1]], dtype=torch.float64)
+    expected = ((4 * x.abs() - 1) ** 2).mean().item()
+    assert gradient_penalty(critic, x, x.clone()).item() == pytest.approx(expected, rel=1e-12)
+    # f(x) = x^2 / 2 between real 0 and fake 1: x_hat = 1 - eps, grad = 1 - eps, penalty
+    # (eps)^2 with eps ~ U[0, 1] per example: mean 1/3, standard deviation
+    # sqrt(1/5 - 1/9) = 0.298; 10^5 pairs, tolerance 0.005 (5 standard errors), seed 0
+    torch.manual_seed(0)
+    n = 100_000
+    value = gradient_penalty(lambda t: 0.5 * t.pow(2).sum(-1), torch.zeros(n, 1), torch.ones(n, 1))
+    assert value.item() == pytest.approx(1 / 3, abs=0.005)
+    with pytest.raises(ValueError, match="fake: expected the shape of real"):
+        gradient_penalty(critic, x, x[:2])
+
+
+def test_wasserstein_losses_and_a_critic_step_by_hand():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.5, 4.0])
+    assert wasserstein_critic_loss(real, fake).item() == pytest.approx(2.0 - 0.5)
+    assert wasserstein_generator_loss(fake).item() == pytest.approx(-2.0)
+    # one SGD step of the learner on a linear critic f(x) = w.x + b, a fixed generated batch
+    # and lambda = 10: the gradient is mean(fake) - mean(real) + 2 lambda (|w| - 1) w / |w|
+    # (the penalty of a linear critic does not depend on the interpolates)
+    torch.manual_seed(0)
+    data, generated = torch.randn(6, 3), torch.randn(6, 3) + 2
+    lin = nn.Linear(3, 1)
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    gen = nn.Linear(1, 1)  # owns parameters only; sample() gives the batch
+    learner = Adversarial(
+        gen,
+        nn.Sequential(lin, nn.Flatten(0)),
+        objective="wasserstein",
+        gp_weight=10.0,
+        discriminator_steps=2,  # the first step updates the critic only
+        discriminator_optimizer=torch.optim.SGD(lin.parameters(), lr=0.1),
+        sample=lambda m: generated[:m],
+    )
+    out = learner.step(data)
+    norm = w0.norm()
+    grad_w = generated.mean(0) - data.mean(0) + 20 * (norm - 1) * w0[0] / norm
+    torch.testing.assert_close(lin.weight.detach()[0], w0[0] - 0.1 * grad_w)
+    torch.testing.assert_close(lin.bias.detach(), b0)  # the bias cancels in L_D
+    critic_real = (data @ w0.T + b0).mean()
+    critic_fake = (generated @ w0.T + b0).mean()
+    torch.testing.assert_close(out["d_loss"], critic_fake - critic_real)
+    torch.testing.assert_close(out["d_real"], critic_real)  # critic values, not sigmoids
+    torch.testing.assert_close(out["gradient_penalty"], (norm - 1) ** 2)
+
+
+def _gan(seed=0, **options):
     torch.manual_seed(seed)
+    options = options or dict(r1_weight=0.1)
     return Adversarial(
         Generator.mlp(2, (8,), 4),
         MLPDiscriminator(4, (8,)),
         discriminator_steps=2,
         lr=1e-2,
-        r1_weight=0.1,
+        **options,
     )
 
 
@@ -143,19 +220,25 @@ def _assert_same_state(a, b):
                 assert torch.equal(torch.as_tensor(oa[i][key]), torch.as_tensor(ob[i][key]))
 
 
-def test_resume_through_the_engine_is_bitwise_exact(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [dict(r1_weight=0.1), dict(objective="wasserstein", gp_weight=10.0)],
+    ids=["r1", "wgan-gp"],
+)
+def test_resume_through_the_engine_is_bitwise_exact(tmp_path, options):
     # 13 steps straight == 7 steps, checkpoint, fresh objects, resume to 13 (CPU). With k = 2
     # the resume point (step 7) falls between a discriminator-only step and a generator
-    # update, so the step counter must be part of the checkpoint.
+    # update, so the step counter must be part of the checkpoint; the interpolates of the
+    # gradient penalty come from torch's RNG, which the checkpoint restores.
     data = torch.rand(100, 4, generator=torch.Generator().manual_seed(1))
     val = torch.rand(30, 4, generator=torch.Generator().manual_seed(2))
     common = dict(epochs=4, batch_size=20, val_data=val, seed=3, progress=False, log_every=3)
-    straight = _gan()
+    straight = _gan(**options)
     r1 = train(straight, data, out=tmp_path / "a", max_steps=13, **common)
-    half = _gan()
+    half = _gan(**options)
     train(half, data, out=tmp_path / "b", max_steps=7, checkpoint_every=7, **common)
     assert load_checkpoint(tmp_path / "b")["step"] == 7
-    resumed = _gan(seed=123)  # another initialisation: overwritten by the resume
+    resumed = _gan(seed=123, **options)  # another initialisation: overwritten by the resume
     r2 = train(resumed, data, out=tmp_path / "b", max_steps=13, **common)
     assert r1.step == r2.step == 13 and straight.steps == resumed.steps == 13
     _assert_same_state(straight, resumed)
@@ -215,6 +298,14 @@ def test_bad_arguments():
         Adversarial(g, d, discriminator_steps=0)
     with pytest.raises(ValueError, match="r1_weight"):
         Adversarial(g, d, r1_weight=-1.0)
+    with pytest.raises(ValueError, match="gp_weight must be >= 0"):
+        Adversarial(g, d, gp_weight=-1.0)
+    with pytest.raises(ValueError, match="gp_weight must be >= 0"):
+        Adversarial(g, d, gp_weight=float("nan"))
+    with pytest.raises(ValueError, match="objective must be one of"):
+        Adversarial(g, d, objective="wgan")
+    with pytest.raises(ValueError, match="generator_loss must be one of.*'wasserstein'"):
+        Adversarial(g, d, objective="wasserstein", generator_loss="minimax")
     with pytest.raises(TypeError, match="no model"):
         Adversarial(nn.Linear(2, 4), d)
     # any network works with a sample function
