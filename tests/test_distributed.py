@@ -71,6 +71,16 @@ def _rbm(persistent=True):
     return SVILearner(model, ContrastiveDivergence(k=1, persistent=persistent), optimizer=opt)
 
 
+def _seeded_cd(persistent=True, num_chains=B):
+    """CD with its own noise (what the energy-based families use): chains independent of the
+    number of processes."""
+    torch.manual_seed(3)
+    model = RBM(D, 6, init_scale=0.1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss = ContrastiveDivergence(k=2, persistent=persistent, num_chains=num_chains, seed=7)
+    return SVILearner(model, loss, optimizer=opt)
+
+
 def _staged():
     a, b = _nade(), _nade()
     return StagedLearner([("first", a, None, None, 1), ("second", b)])
@@ -86,7 +96,16 @@ def _params(learner) -> dict[str, torch.Tensor]:
     }
 
 
-BUILD = {"nade": _nade, "vae": _vae, "rbm": _rbm, "staged": _staged}
+BUILD = {
+    "nade": _nade,
+    "vae": _vae,
+    "rbm": _rbm,
+    "staged": _staged,
+    "pcd_seeded": _seeded_cd,  # as many chains as the global batch: they start at it
+    "pcd_more_chains": lambda: _seeded_cd(num_chains=B + 4),  # started at random states
+    "cd_seeded": lambda: _seeded_cd(persistent=False, num_chains=None),
+}
+SEEDED_CD = ("pcd_seeded", "pcd_more_chains", "cd_seeded")
 
 
 def _train(kind, steps, out=None, **kw):
@@ -143,6 +162,10 @@ def _scenarios(out: Path, rank: int) -> dict:
     result["vae_whole"] = _train("vae", 4, out=out / "vae_whole")
     _train("vae", 2, out=out / "vae_split")
     result["vae_resumed"] = _train("vae", 4, out=out / "vae_split")
+    for kind in SEEDED_CD:  # 5 steps: chains carry over, and the last batch is smaller
+        result[kind] = _train(kind, 5)
+    _train("pcd_seeded", 2, out=out / "pcd_seeded_split")
+    result["pcd_seeded_resumed"] = _train("pcd_seeded", 5, out=out / "pcd_seeded_split")
     result["eval"] = _evaluate()
     return result
 
@@ -257,6 +280,19 @@ def test_one_step_gradient_is_that_of_the_union_of_the_shards(ranks, kind):
     _close(r0[kind], _shard_sum_step(kind))
 
 
+@pytest.mark.parametrize("kind", SEEDED_CD)
+def test_seeded_contrastive_divergence_equals_one_process(ranks, kind):
+    """CD / PCD with its own noise generator: each rank holds its share of the chains and
+    keeps its rows of every draw, so 5 steps on 2 ranks (global batch B) give the parameters
+    of 5 steps in 1 process with batch B, up to the reduction's rounding; a 2-rank run
+    resumed from its checkpoint continues exactly."""
+    (r0, r1), _ = ranks
+    _close(r0[kind], r1[kind])
+    _close(r0[kind], _train(kind, 5))
+    if kind == "pcd_seeded":
+        _close(r0["pcd_seeded_resumed"], r0[kind])
+
+
 def test_resume_with_another_number_of_processes(ranks):
     """A 1-process checkpoint resumed on 2 ranks, and a 2-rank checkpoint resumed in 1
     process, continue as one process would (deterministic NADE: exactly)."""
@@ -331,3 +367,27 @@ def test_nproc_starts_torchrun(monkeypatch, tmp_path):
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert command[5:] == ["-m", "pyrogen", "train", "nade", "--epochs", "1", "--out", argv[-1]]
     assert not (tmp_path / "r").exists()  # the parent process itself trained nothing
+
+
+def test_row_noise_shares_are_rows_of_one_draw():
+    """Two ranks' shares of uniform and normal draws (same generator state) are the rows of
+    the draw one process makes for all rows; other shapes are drawn whole."""
+    from pyrogen import _rng
+
+    def draws(offset, rows, total):
+        gen = torch.Generator().manual_seed(11)
+        noise = _rng.RowNoise(gen, offset, rows, total)
+        with _rng.row_noise(noise):
+            like = torch.empty(rows, 3, dtype=torch.float64)
+            return _rng.rand_like(like), _rng.randn_like(like), _rng.rand_like(torch.empty(2))
+
+    whole = draws(0, 7, 7)
+    parts = [draws(0, 4, 7), draws(4, 3, 7)]
+    for i in (0, 1):
+        torch.testing.assert_close(torch.cat([p[i] for p in parts]), whole[i], rtol=0, atol=0)
+    torch.testing.assert_close(parts[1][2], whole[2], rtol=0, atol=0)
+    assert _rng.rand_like(torch.empty(2)).shape == (2,)  # outside the block: global stream
+    with pytest.raises(ValueError, match="do not fit"):
+        _rng.RowNoise(torch.Generator(), 5, 3, 7)
+    with pytest.raises(ValueError, match="seed"):
+        ContrastiveDivergence(seed=1.5)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch.distributions import Distribution, constraints
 
+from pyrogen import _rng
 from pyrogen.distributions.annealing import (
     AnnealingPath,
     LogPartition,
@@ -65,7 +66,7 @@ def bernoulli_sample(probs: torch.Tensor, out: torch.Tensor | None = None) -> to
     ``out`` (any floating dtype, the shape of ``probs``) when given."""
     if out is None:
         out = torch.empty_like(probs)
-    return torch.lt(torch.rand_like(probs), probs, out=out)
+    return torch.lt(_rng.rand_like(probs), probs, out=out)
 
 
 def fair_coins(shape, like: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrogen import _rng
 from pyrogen.distributions.annealing import AnnealingPath
 from pyrogen.distributions.energy import (
     RBMBase,
@@ -135,7 +136,7 @@ class GaussianHiddenRBM(RBMBase):
         """:math:`h \\sim \\mathcal N(c + W^\\top v, I)`, then :math:`v \\sim p(v \\mid h)`;
         state ``(v, h)``."""
         mean = self.hidden_mean(state[0])
-        h = mean + torch.randn_like(mean)
+        h = mean + _rng.randn_like(mean)
         v = bernoulli_sample(torch.sigmoid(self.visible_logits(h)))
         return (v, h)
 
@@ -187,6 +188,6 @@ class GaussianHiddenRBMAnnealingPath(AnnealingPath):
     def transition(self, state, cache, beta: float):
         u = cache[3]
         mean = self.rbm.hidden_bias + beta * u
-        h = mean + torch.randn_like(mean)
+        h = mean + _rng.randn_like(mean)
         logits = torch.lerp(self.base_bias, self.rbm.visible_logits(h), beta)
         return (bernoulli_sample(torch.sigmoid(logits)),)

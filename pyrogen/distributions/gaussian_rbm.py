@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrogen import _rng
 from pyrogen.distributions.energy import (
     BaseRateAnnealingPath,
     RBMBase,
@@ -161,14 +162,14 @@ class GaussianRBM(RBMBase):
     def init_chains(self, num_chains: int):
         r"""Chains started from :math:`\mathcal N(b, \sigma^2)`."""
         b = self.visible_bias.detach()
-        noise = torch.randn((num_chains, self.num_visible), dtype=b.dtype, device=b.device)
+        noise = _rng.randn_like(b.new_empty((num_chains, self.num_visible)))
         return (torch.addcmul(b, self.visible_scale.detach(), noise),)
 
     def gibbs_step(self, state):
         r""":math:`h \sim p(h \mid v)`, then :math:`v \sim p(v \mid h)`; state ``(v, h)``."""
         h = bernoulli_sample(torch.sigmoid(self.hidden_logits(state[0])))
         mean = self.visible_mean(h)
-        v = torch.addcmul(mean, self.visible_scale, torch.randn_like(mean))
+        v = torch.addcmul(mean, self.visible_scale, _rng.randn_like(mean))
         return (v, h)
 
 
@@ -242,4 +243,4 @@ class GaussianRBMAnnealingPath(BaseRateAnnealingPath):
         return self.rbm.visible_mean(h)
 
     def sample_visible(self, mean):
-        return torch.addcmul(mean, self.scale, torch.randn_like(mean))
+        return torch.addcmul(mean, self.scale, _rng.randn_like(mean))

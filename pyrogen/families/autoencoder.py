@@ -166,6 +166,7 @@ def pretraining_stages(model, config: AutoencoderConfig, lr: float):
     without pre-training."""
     from pyro.infer import Trace_ELBO
 
+    from pyrogen._rng import draw_seed
     from pyrogen.families.rbm import cd_learner
     from pyrogen.infer import ContrastiveDivergence
     from pyrogen.models.greedy import greedy_stages
@@ -177,10 +178,12 @@ def pretraining_stages(model, config: AutoencoderConfig, lr: float):
     if method == "rbm":
         parts = model.rbm_stack(config.rbm_sigma)
 
+        seed = draw_seed()  # RBM k's noise: seed + k, drawn here, at build
+
         def learner_for(k, rbm):
             gaussian = "gaussian" in (rbm.visible_units, rbm.hidden_units)
             lr = config.gaussian_lr if gaussian else config.rbm_lr
-            loss = ContrastiveDivergence(config.cd_k)
+            loss = ContrastiveDivergence(config.cd_k, seed=seed + k)
             return cd_learner(rbm, loss, lr, config.momentum, config.weight_decay)
 
         stages = greedy_stages(

@@ -69,21 +69,24 @@ class DBMFamily(Family):
         pretraining_stack` (PCD, each RBM on sampled up-pass states of those below,
         :func:`~pyrogen.models.greedy.greedy_stages`), then joint training; without
         pre-training epochs, joint training only."""
+        from pyrogen._rng import draw_seed
         from pyrogen.infer import ContrastiveDivergence
         from pyrogen.models.greedy import greedy_stages
         from pyrogen.train import Stage, StagedLearner, SVILearner
 
-        def pcd(**kwargs):
+        seed = draw_seed()  # each loss's own noise (stage k: seed + 1 + k), drawn here, at build
+
+        def pcd(stage, **kwargs):
             return ContrastiveDivergence(
-                config.cd_k, persistent=True, num_chains=config.chains, **kwargs
+                config.cd_k, persistent=True, num_chains=config.chains, seed=seed + stage, **kwargs
             )
 
         def rbm_learner(k, rbm):
-            return cd_learner(rbm, pcd(), lr, config.momentum, config.weight_decay)
+            return cd_learner(rbm, pcd(1 + k), lr, config.momentum, config.weight_decay)
 
         joint = SVILearner(
             model,
-            pcd(mean_field_iters=config.mean_field_iters),
+            pcd(0, mean_field_iters=config.mean_field_iters),
             optimizer=sgd(model.weights, model.biases, lr, config.momentum, config.weight_decay),
             evaluate_fn=_dbm_validation(model, config),
         )

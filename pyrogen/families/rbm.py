@@ -91,10 +91,14 @@ class RBMFamily(Family):
         return RBM(info.num_features, config.hidden, info.pixel_mean, info.image_shape)
 
     def learner(self, model, config: RBMConfig, lr: float):
+        from pyrogen._rng import draw_seed
         from pyrogen.infer import ContrastiveDivergence
 
-        loss = ContrastiveDivergence(
-            config.cd_k, persistent=config.persistent, num_chains=config.chains or None
+        loss = ContrastiveDivergence(  # its own noise: chains that do not depend on processes
+            config.cd_k,
+            persistent=config.persistent,
+            num_chains=config.chains or None,
+            seed=draw_seed(),
         )
         return cd_learner(model, loss, lr, config.momentum, config.weight_decay)
 

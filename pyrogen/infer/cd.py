@@ -51,6 +51,7 @@ from __future__ import annotations
 import torch
 from pyro.infer import ELBO
 
+from pyrogen import _rng, distributed
 from pyrogen.distributions.energy import EnergyBasedDistribution
 from pyrogen.infer._weights import ParticleRecorder
 
@@ -65,6 +66,15 @@ class ContrastiveDivergence(ELBO):
         that batch). Ignored for CD, which runs one chain per example.
     :param int mean_field_iters: mean-field sweeps of the positive phase of models with
         hidden layers that do not sum out (deep Boltzmann machines).
+    :param int seed: draw the Gibbs noise from a generator of its own seeded with ``seed``
+        (its state is part of :meth:`state_dict`) instead of the global stream. Under
+        several processes (:mod:`pyrogen.distributed`) it also makes the chains independent
+        of the number of processes: each rank holds a contiguous share of the
+        ``num_chains`` chains (for CD, its rows of the global batch), and every draw takes
+        the rows of all ranks from the shared generator and keeps this rank's, so each chain
+        gets the noise it would get in one process. Binary and Gaussian units draw this way;
+        replicated-softmax words still come from the global stream. ``None``: the global
+        stream, and under several processes ``num_chains`` chains per rank.
 
     The guide is not used (the hidden units are summed out, there are no latent sites).
     Chains are part of :meth:`state_dict` so that training resumes exactly.
@@ -76,6 +86,7 @@ class ContrastiveDivergence(ELBO):
         persistent: bool = False,
         num_chains: int | None = None,
         mean_field_iters: int = 10,
+        seed: int | None = None,
     ):
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -87,6 +98,12 @@ class ContrastiveDivergence(ELBO):
         self.num_chains = num_chains
         self.mean_field_iters = int(mean_field_iters)
         self.chains: dict[str, tuple] = {}
+        if seed is not None and (isinstance(seed, bool) or int(seed) != seed):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self._generator: torch.Generator | None = None
+        self._generator_state: tuple[str, torch.Tensor] | None = None
+        self._shares: dict[str, tuple[int, int, int]] = {}  # site: (offset, rows, total)
 
     def __repr__(self) -> str:
         kind = "PCD" if self.persistent else "CD"
@@ -95,14 +112,52 @@ class ContrastiveDivergence(ELBO):
     # ---- state ---------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"chains": {n: tuple(t.clone() for t in s) for n, s in self.chains.items()}}
+        state = {"chains": {n: tuple(t.clone() for t in s) for n, s in self.chains.items()}}
+        if self._generator is not None:
+            state["noise"] = (self._generator.device.type, self._generator.get_state())
+        elif self._generator_state is not None:
+            state["noise"] = self._generator_state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.chains = {n: tuple(s) for n, s in state["chains"].items()}
+        self._shares.clear()
+        self._generator, self._generator_state = None, state.get("noise")
 
     def reset(self) -> None:
-        """Forget the persistent chains."""
+        """Forget the persistent chains (the noise generator keeps its state)."""
         self.chains.clear()
+        self._shares.clear()
+
+    # ---- noise ---------------------------------------------------------------------
+
+    def _noise_generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generator
+        if gen is None or gen.device.type != device.type:
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+            saved = self._generator_state
+            if saved is not None and saved[0] == device.type:
+                gen.set_state(saved[1])
+            self._generator, self._generator_state = gen, None
+        return gen
+
+    def _share(self, name: str, rows: int, persistent_total: int | None):
+        """``(offset, rows, total)``: this rank's chain rows among all ranks' (cached for
+        persistent chains, whose count does not change)."""
+        world = distributed.world()
+        if world.size == 1:
+            return 0, rows, rows
+        share = self._shares.get(name)
+        if share is not None and share[1] == rows:
+            return share
+        if persistent_total is not None:
+            sizes = [len(c) for c in torch.arange(persistent_total).tensor_split(world.size)]
+        else:
+            sizes = [int(n) for n in world.all_gather(int(rows))]
+        share = (sum(sizes[: world.rank]), rows, sum(sizes))
+        if self.persistent:
+            self._shares[name] = share
+        return share
 
     # ---- the estimator ----------------------------------------------------------------
 
@@ -133,6 +188,9 @@ class ContrastiveDivergence(ELBO):
         state = self.chains.get(name)
         if state is None:
             m = self.num_chains or x.shape[0]
+            if self.num_chains and self.seed is not None:  # this rank's share of the chains
+                world = distributed.world()
+                m = len(torch.arange(m).tensor_split(world.size)[world.rank])
             state = (x[:m].detach().clone(),) if m <= x.shape[0] else dist.init_chains(m)
         return state
 
@@ -140,18 +198,31 @@ class ContrastiveDivergence(ELBO):
         """The site's surrogate (times its scale) and whether its gradient has already been
         added to the parameters' ``.grad`` (with ``accumulate=True``, by distributions that
         can write it directly instead of through an autograd graph); advances the chains."""
-        dist, x = site["fn"], site["value"]
+        dist, x, name = site["fn"], site["value"], site["name"]
         x = x.reshape(-1, x.shape[-1])
-        surrogate, chains, done = dist.contrastive_divergence(
-            x,
-            self._negative_state(site["name"], dist, x),
-            self.k,
-            accumulate=accumulate,
-            scale=site["scale"],
-            mean_field_iters=self.mean_field_iters,
-        )
+        noise = None
+        if self.seed is not None:
+            fresh = self.persistent and name not in self.chains
+            total = self.num_chains if self.persistent and self.num_chains else None
+            rows = x.shape[0]
+            if self.persistent and not fresh:
+                rows = self.chains[name][0].shape[0]
+            elif total is not None:
+                world = distributed.world()
+                rows = len(torch.arange(total).tensor_split(world.size)[world.rank])
+            offset, rows, total = self._share(name, rows, total)
+            noise = _rng.RowNoise(self._noise_generator(x.device), offset, rows, total)
+        with _rng.row_noise(noise):
+            surrogate, chains, done = dist.contrastive_divergence(
+                x,
+                self._negative_state(name, dist, x),
+                self.k,
+                accumulate=accumulate,
+                scale=site["scale"],
+                mean_field_iters=self.mean_field_iters,
+            )
         if self.persistent:
-            self.chains[site["name"]] = chains
+            self.chains[name] = chains
         return surrogate, done
 
     def _get_trace(self, model, guide, args, kwargs):
