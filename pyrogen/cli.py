@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=None, help="score a seeded random subset of N examples"
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the subset (--limit) and of the estimator's samples: the same estimate "
+        "in one process or under torchrun",
+    )
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -244,7 +251,9 @@ def _train(args) -> int:
         if fam.sample_option is None:
             num_samples = None
         run.model.eval()
-        result = run.evaluate(num_samples=num_samples, progress=not args.no_progress)
+        result = run.evaluate(
+            num_samples=num_samples, seed=args.seed, progress=not args.no_progress
+        )
         if main_rank:
             print(result.summary())
     return 0
@@ -282,6 +291,7 @@ def _command(argv: list[str] | None = None) -> int:
         result = run.evaluate(
             split=args.split,
             limit=args.limit,
+            seed=args.seed,
             num_samples=args.num_samples,
             batch_size=args.batch_size,
             progress=not args.no_progress,

@@ -350,6 +350,12 @@ class Run:
         random subset of ``limit`` examples (MNIST's test set is not shuffled). Writes
         ``eval.json``.
 
+        ``seed`` picks the subset and seeds a sampling estimator (importance samples of
+        batch :math:`i`, AIS chains of group :math:`g`, drawn from ``(seed, i)``), so that
+        the estimate is reproducible and the same under any number of processes
+        (:mod:`pyrogen.distributed`); pass ``seed=None`` in ``options`` for the global
+        stream instead.
+
         :param num_samples: the estimator's sample count (importance samples, AIS chains;
             the family's protocol by default); an error for exact families.
         :param options: further options of the model's ``log_likelihood``.
@@ -375,6 +381,8 @@ class Run:
             options[option] = int(num_samples)
         elif option is not None and option not in options:
             options[option] = self.family.default_num_samples
+        if option is not None:
+            options.setdefault("seed", int(seed))
         if self.family.kind == "density":
             options.setdefault("progress", progress)
         start = time.perf_counter()

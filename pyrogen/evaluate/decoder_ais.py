@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -75,6 +76,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pyrogen._checks import check_binary, warn_user
+from pyrogen._rng import preserved_rng
+from pyrogen.evaluate.importance import batch_seed
 from pyrogen.evaluate.result import LogLikelihood
 
 __all__ = [
@@ -574,6 +577,7 @@ def decoder_log_likelihood(
     encoder: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     batch_size: int = 100,
     progress: bool = True,
+    seed: int | None = None,
 ) -> LogLikelihood:
     r"""AIS estimate of the mean test log-likelihood of a decoder-based model (module docs).
 
@@ -602,6 +606,9 @@ def decoder_log_likelihood(
         from instead of the prior.
     :param int batch_size: examples per batch (each runs ``num_chains`` chains).
     :param bool progress: show a progress bar over batches.
+    :param int seed: draw batch :math:`i`'s chains from the global torch stream seeded with
+        ``(seed, i)`` (leaving the global streams as they were): a reproducible estimate
+        (``None``: the global stream as it is).
     :returns: :class:`~pyrogen.evaluate.LogLikelihood` with ``mc_stderr``, per-example
         AIS effective sample sizes and ``diagnostics`` (mean acceptance rate, median final
         step size, the schedule).
@@ -622,19 +629,24 @@ def decoder_log_likelihood(
     estimates, ses, esss, accept, steps = [], [], [], [], []
     batches = range(0, x_all.shape[0], int(batch_size))
     with _Eval(decoder, encoder), torch.no_grad():
-        for i in tqdm(batches, desc=f"AIS log p(x), K={num_chains}", disable=not progress):
+        for j, i in enumerate(
+            tqdm(batches, desc=f"AIS log p(x), K={num_chains}", disable=not progress)
+        ):
             x = x_all[i : i + int(batch_size)]
-            log_w, stats = _run_ais(
-                obs,
-                x,
-                int(latent_dim),
-                int(num_chains),
-                betas,
-                kernel,
-                step_size,
-                encoder,
-                pilot_chains=int(pilot_chains),
-            )
+            with preserved_rng() if seed is not None else nullcontext():
+                if seed is not None:
+                    torch.manual_seed(batch_seed(seed, j))
+                log_w, stats = _run_ais(
+                    obs,
+                    x,
+                    int(latent_dim),
+                    int(num_chains),
+                    betas,
+                    kernel,
+                    step_size,
+                    encoder,
+                    pilot_chains=int(pilot_chains),
+                )
             est, se, ess = _summarise(log_w)
             estimates.append(est.cpu())
             ses.append(se.cpu())

@@ -478,6 +478,7 @@ class HelmholtzMachine(GenerativeModel):
         device: str | torch.device | None = None,
         diagnostics: bool = True,
         progress: bool = True,
+        seed: int | None = None,
     ):
         """The mean test log-likelihood of ``data`` as a
         :class:`~pyrogen.evaluate.LogLikelihood`.
@@ -488,7 +489,8 @@ class HelmholtzMachine(GenerativeModel):
             :data:`MAX_EXACT_LATENT_UNITS` units, importance sampling otherwise.
         :param int num_samples: importance samples per example (the protocol's 5000; unused
             when exact).
-        :param batch_size: examples per batch. The other options are those of
+        :param batch_size: examples per batch. The other options (``seed`` among them:
+            unused when exact) are those of
             :func:`~pyrogen.evaluate.importance_log_likelihood`.
         """
         if estimator not in ("auto", "exact", "importance"):
@@ -512,6 +514,7 @@ class HelmholtzMachine(GenerativeModel):
             device=device,
             diagnostics=diagnostics,
             progress=progress,
+            seed=seed,
         )
 
     def log_weights(self, x: torch.Tensor, num_particles: int) -> torch.Tensor:
