@@ -69,3 +69,7 @@ __all__ += ["AugmentedFaces", "augment_faces", "lfw_patches", "olivetti_faces"]
 from .patches import natural_image_patches  # noqa: E402
 
 __all__ += ["natural_image_patches"]
+
+from .captions import CaptionDataset, load_mnist_captions  # noqa: E402
+
+__all__ += ["CaptionDataset", "load_mnist_captions"]

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from .download import find_file, locate_file
 from .parsers import area_resize, read_amat, read_idx, read_omniglot_npz
-from .registry import BINARIZATIONS, DATASETS, DatasetSpec, get_spec
+from .registry import BINARIZATIONS, DATASETS, GENERATED, DatasetSpec, get_spec
 
 __all__ = ["ImageDataset", "clear_cache", "describe", "format_table", "load"]
 
@@ -364,7 +364,10 @@ def load(
     download: bool = True,
     seed: int = 0,
 ) -> ImageDataset:
-    """Load one split of a registered data set (see :data:`pyrogen.data.DATASETS`).
+    """Load one split of a registered data set (see :data:`pyrogen.data.DATASETS`), or
+    build one of the generated sets (``"mnist_captions"``, ``"mnist_captions_colour"``:
+    :data:`pyrogen.data.registry.GENERATED`, a :class:`~pyrogen.data.captions.CaptionDataset`
+    built from the registered MNIST files; ``seed`` seeds the generator).
 
     :param name: data set name, e.g. ``"binarized_mnist"``, ``"mnist"``, ``"omniglot"``,
         ``"caltech101_silhouettes"``, ``"digits"``.
@@ -383,6 +386,10 @@ def load(
     24,345 / 8,070 images) but an area-average resize to 28x28 of the official
     background ("train") / evaluation ("test") sets.
     """
+    if isinstance(name, str) and name in GENERATED:  # built from registered files
+        return GENERATED[name].build(
+            split, root=root, binarize=binarize, download=download, seed=seed
+        )
     spec = get_spec(name)
     _check_split(spec, split)
     allowed = (None, *BINARIZATIONS)

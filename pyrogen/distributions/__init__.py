@@ -2,6 +2,7 @@
 
 from pyrogen.distributions.annealing import AnnealingPath, LogPartition
 from pyrogen.distributions.bernoulli import IndependentBernoulli, bernoulli_log_prob
+from pyrogen.distributions.conv_rbm import ConvolutionalRBM, GaussianConvolutionalRBM
 from pyrogen.distributions.dbm import DBM, DBMAnnealingPath
 from pyrogen.distributions.energy import EnergyBasedDistribution, RBMBase
 from pyrogen.distributions.gaussian_hidden_rbm import (
@@ -26,9 +27,11 @@ __all__ = [
     "RNADE",
     "AnnealingPath",
     "BernoulliRBM",
+    "ConvolutionalRBM",
     "DBM",
     "DBMAnnealingPath",
     "EnergyBasedDistribution",
+    "GaussianConvolutionalRBM",
     "GaussianHiddenRBM",
     "GaussianHiddenRBMAnnealingPath",
     "GaussianRBM",

@@ -5,6 +5,7 @@ models offer ``fit``, ``transform`` and ``reconstruct``."""
 from pyrogen.models.autoencoder import Autoencoder
 from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.models.base import GenerativeModel, PyroModel, Representation
+from pyrogen.models.cdbn import ConvolutionalDBN, ConvRBMLayer
 from pyrogen.models.dbm import DeepBoltzmannMachine
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.gan import DCGANDiscriminator, DCGANGenerator, Generator, MLPDiscriminator
@@ -23,6 +24,8 @@ __all__ = [
     "VAE",
     "Autoencoder",
     "AutoregressiveModel",
+    "ConvRBMLayer",
+    "ConvolutionalDBN",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "DeepBoltzmannMachine",
