@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--binarize",
             default="auto",
-            choices=["auto", "dynamic", "stochastic", "threshold"],
-            help="for grey-level sets (mnist, omniglot): auto = dynamic binarization",
+            choices=["auto", "none", "dynamic", "stochastic", "threshold"],
+            help="for grey-level sets (mnist, omniglot): auto = dynamic binarization for "
+            "binary models, the grey levels (none) for Gaussian observations",
         )
         g.add_argument("--epochs", type=int, default=10, help="passes over the training set")
         g.add_argument("--batch-size", type=int, default=100, help="examples per step")

@@ -129,8 +129,10 @@ class RunConfig:
     :ivar str family: a registered family (``pyrogen.registry.load_families()``).
     :ivar dict config: the family's hyper-parameters (its config dataclass's fields).
     :ivar str dataset: a registered data set (``pyrogen datasets`` lists them).
-    :ivar binarize: ``"auto"`` (as stored for binary sets, dynamic for grey levels),
-        ``"dynamic"``, ``"stochastic"``, ``"threshold"`` or ``None``.
+    :ivar binarize: ``"auto"`` (as stored for binary sets; for grey levels, dynamic
+        binarization, or the grey levels themselves when the family's observation model is
+        continuous, e.g. a Gaussian decoder), ``"none"`` (as stored), ``"dynamic"``,
+        ``"stochastic"``, ``"threshold"`` or ``None``.
     :ivar int epochs: passes over the training set.
     :ivar int batch_size: examples per step.
     :ivar lr: learning rate of the family's optimizer (``None``: the family's default).
@@ -210,17 +212,26 @@ class Run:
     # ---- data -------------------------------------------------------------------------
 
     @property
+    def _binarize(self) -> str | None:
+        """``config.binarize``, with ``"auto"`` read as ``"none"`` for a family whose
+        observation model is continuous (it models the grey levels, not bits)."""
+        binarize = self.config.binarize
+        if binarize == "auto" and self.family.observation_for(self.model_config) != "bernoulli":
+            return "none"
+        return binarize
+
+    @property
     def binarization(self) -> str | None:
         """The binarization the data set is loaded with (``None`` for data that is not a
         registered set, such as a benchmark's own, given to :meth:`train`)."""
         if self.config.dataset not in pdata.DATASETS:
-            return None if self.config.binarize == "auto" else self.config.binarize
-        return pdata.default_binarization(self.config.dataset, self.config.binarize)
+            return None if self._binarize in ("auto", "none") else self._binarize
+        return pdata.default_binarization(self.config.dataset, self._binarize)
 
     def splits(self):
         """``(train, valid or None, test)`` of the run's data set (loaded once)."""
         if self._splits is None:
-            self._splits = load_splits(self.config.dataset, self.config.binarize, self.root)
+            self._splits = load_splits(self.config.dataset, self._binarize, self.root)
         return self._splits
 
     def split(self, name: str):

@@ -49,3 +49,19 @@ def test_custom_data_and_an_unregistered_name_keep_a_run_folder(tmp_path):
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["split"] == "custom" and record["binarization"] is None
     assert Run.load(tmp_path).model.num_features == 6
+
+
+def test_auto_binarization_follows_the_observation_model():
+    """On a grey-level set, "auto" binarizes for Bernoulli models and keeps the grey levels
+    for Gaussian observations; an explicit choice wins; binary sets stay as stored."""
+    from pyrogen.runs import Run, RunConfig
+
+    def binarization(family, config, **kw):
+        return Run(RunConfig(family, config, dataset=kw.pop("dataset", "mnist"), **kw)).binarization
+
+    assert binarization("vae", {}) == "dynamic"
+    assert binarization("vae", {"observation": "gaussian"}) is None
+    assert binarization("gan", {}) is None and binarization("gmmn", {}) is None
+    assert binarization("gan", {}, binarize="threshold") == "threshold"
+    assert binarization("vae", {}, binarize="none") is None
+    assert binarization("vae", {"observation": "gaussian"}, dataset="binarized_mnist") is None

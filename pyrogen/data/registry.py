@@ -398,7 +398,10 @@ def default_binarization(name: str, binarize: str | None = "auto") -> str | None
     """The binarization to load ``name`` with for a binary model: ``binarize`` itself
     unless it is ``"auto"`` (or ``None``); then the set as stored when it is binary
     (``fixed``), and dynamic binarization (Bernoulli samples of the grey levels, re-drawn
-    every epoch) for grey-level sets."""
+    every epoch) for grey-level sets. ``"none"``: the grey levels as stored (for models with
+    a continuous observation, such as a Gaussian decoder)."""
+    if binarize == "none":
+        return None
     if binarize not in (None, "auto"):
         return binarize
     return None if get_spec(name).binarization == "fixed" else "dynamic"
