@@ -33,7 +33,12 @@ per local rank) and, through a :class:`World`,
   optimizer step, so parameters stay identical;
 * keeps **per-rank** what is per rank: the random streams (rank 0 keeps the run's seed, so
   its stream is the single-process one; rank :math:`r` is seeded with
-  :func:`rank_seed`) and persistent Markov chains (PCD), which each rank runs on its own;
+  :func:`rank_seed`) and persistent Markov chains (PCD). A contrastive-divergence loss with a
+  ``seed`` (what the energy-based families build) makes its chains independent of the number
+  of ranks: each rank runs its contiguous share of the chains and keeps its rows of every
+  Gibbs draw made, from the loss's own generator, for all ranks' chains
+  (``pyrogen._rng.RowNoise``), so the trained model equals the single-process one up to
+  rounding;
 * writes checkpoints, history and the progress bar on **rank 0 only** (the write is atomic,
   so a crash of any rank leaves the last checkpoint whole).
 
