@@ -44,8 +44,11 @@ distributions, 10 leapfrog steps; after GPU training to convergence) sit beside 
 are copied from issue 12 of this project; a search of the stored public pages found the
 paper's abstract but not its Table 2, so they are marked "issue text, not confirmed".
 
-Modes: default (the stated budget: about 40 minutes on 2 contended CPU cores, one torch
-thread), ``--smoke`` (seconds: a few hundred images, a handful of steps, tiny AIS; for CI).
+Modes: default (the stated budget, one torch thread: 3 or 2 epochs per model, AIS with 4
+chains and 100 temperatures on 32 test images, about 20 CPU-minutes in all, i.e. about 25
+minutes of wall time with a fair share of 2 cores; under ``nice -n 10`` beside about eight
+busy jobs on 2 cores it gets a quarter of a core and takes well over an hour),
+``--smoke`` (seconds: a few hundred images, a handful of steps, tiny AIS; for CI).
 Results go to ``benchmarks/results/gan[_smoke].{json,md}`` (``--results`` elsewhere).
 
 **References**
