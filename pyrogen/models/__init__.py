@@ -7,6 +7,7 @@ from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.models.base import GenerativeModel, PyroModel, Representation
 from pyrogen.models.cdbn import ConvolutionalDBN, ConvRBMLayer
 from pyrogen.models.dbm import DeepBoltzmannMachine
+from pyrogen.models.draw import DRAW
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.gan import DCGANDiscriminator, DCGANGenerator, Generator, MLPDiscriminator
 from pyrogen.models.greedy import StackRBM
@@ -19,6 +20,7 @@ from pyrogen.models.sparse_coding import SparseCoding, SparseCodingModel, map_co
 from pyrogen.models.vae import VAE
 
 __all__ = [
+    "DRAW",
     "PSD",
     "RBM",
     "VAE",

@@ -1,5 +1,13 @@
 """Plain torch modules used by pyrogen's models. Nothing here calls Pyro."""
 
+from pyrogen.nn.attention import (
+    FullRead,
+    FullWrite,
+    GaussianAttention,
+    GaussianRead,
+    GaussianWrite,
+    gaussian_filterbank,
+)
 from pyrogen.nn.masked import GatedBlock, MaskedConv2d, PixelCNNNet
 from pyrogen.nn.mlp import MLP, GaussianHead
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
@@ -7,6 +15,11 @@ from pyrogen.nn.pixelrnn import PixelRNNNet, RowLSTM
 
 __all__ = [
     "FVSBNNet",
+    "FullRead",
+    "FullWrite",
+    "GaussianAttention",
+    "GaussianRead",
+    "GaussianWrite",
     "GatedBlock",
     "GaussianHead",
     "MLP",
@@ -16,4 +29,5 @@ __all__ = [
     "PixelRNNNet",
     "RNADENet",
     "RowLSTM",
+    "gaussian_filterbank",
 ]
