@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pyrogen.families.base import DataInfo
 from pyrogen.families.rbm import cd_learner
 from pyrogen.infer import ContrastiveDivergence, ReweightedWakeSleep
 from pyrogen.models.dbn import DeepBeliefNetwork, UpDownLearner
@@ -444,3 +445,19 @@ def test_bad_inputs_name_the_argument():
     big = DeepBeliefNetwork((6, 30, 30))
     with pytest.raises(ValueError, match="exact log p"):
         big.log_prob(x)
+
+
+def test_family_config_errors_name_the_option():
+    from pyrogen.registry import load_families
+
+    family = load_families()["dbn"]
+    with pytest.raises(ValueError, match="fine_tune"):
+        family.config(hidden=(8,))  # one hidden layer is an RBM: nothing to fine-tune
+    with pytest.raises(ValueError, match="greedy_epochs"):
+        family.config(greedy_epochs=0, fine_tune=False)
+    with pytest.raises(ValueError, match="updown_k"):
+        family.config(updown_k=0)
+    config = family.config(hidden=(8,), fine_tune=False)  # greedy only: one RBM
+    model = family.build(config, DataInfo(6, (2, 3)))
+    stages = family.learner(model, config, 0.01).stages
+    assert model.layer_sizes == (6, 8) and [s.name for s in stages] == ["layer1"]
