@@ -22,6 +22,26 @@ The reported standard error is the delta-method one,
 :math:`\mathrm{se}(\log \hat Z) \approx \mathrm{sd}(w) / (\sqrt M\, \bar w)`, and the sandwich
 is :math:`\log \hat Z \pm 3\,\mathrm{se}` as in [2].
 
+**Diagnostics.** Both numbers come from the chains' weights, so they are only as good as the
+weights are even: when one chain carries most of the mass the standard error is itself
+wrong, and :math:`\log \hat Z` most likely *under*\ estimates :math:`\log Z` (a log-likelihood
+computed with it is then too high). Every AIS :class:`LogPartition` therefore carries the
+effective sample size of its weights,
+
+.. math:: \mathrm{ESS} = \frac{\big(\sum_m w_m\big)^2}{\sum_m w_m^2} \in [1, M],
+
+and the spread of the log-weights (their standard deviation and :math:`\max - \min`). An
+estimate whose ESS is below :func:`ess_threshold` (:data:`ESS_WARNING_FRACTION` = 10% of the
+chains, and never less than :data:`ESS_WARNING_MIN` = 2) is *unreliable*:
+:meth:`LogPartition.warn_if_unreliable` then issues an :class:`UnreliableEstimateWarning`
+naming the model, the chains, the temperatures and what to do.
+
+**Reverse annealing** (RAISE [3]). :func:`reverse_ais` runs the same path backwards, from
+states of the target (test examples) to the base model; its weights estimate, without bias,
+the density of the *annealing model* (the base model followed by the forward transitions),
+so that its log is a stochastic lower bound on that model's log-likelihood (see
+:mod:`pyrogen.evaluate.reverse_ais`).
+
 A distribution supports AIS by returning an :class:`AnnealingPath` from
 ``annealing_path(data=None)``; each path lives beside its distribution (e.g.
 :class:`~pyrogen.distributions.rbm.RBMAnnealingPath`). This module knows no model: the
@@ -34,6 +54,12 @@ its public names.
 
 [2] On the Quantitative Analysis of Deep Belief Networks. Ruslan Salakhutdinov, Iain Murray.
     2008.
+
+[3] Accurate and Conservative Estimates of MRF Log-likelihood using Reverse Annealing.
+    Yuri Burda, Roger B. Grosse, Ruslan Salakhutdinov. 2015.
+
+[4] Monte Carlo Strategies in Scientific Computing (Sec. 2.5.3, the effective sample size).
+    Jun S. Liu. 2001.
 """
 
 from __future__ import annotations
@@ -44,7 +70,58 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["AnnealingPath", "LogPartition", "ais", "ais_log_partition", "default_betas"]
+from pyrogen._checks import warn_user
+
+__all__ = [
+    "ESS_WARNING_FRACTION",
+    "ESS_WARNING_MIN",
+    "AnnealingPath",
+    "LogPartition",
+    "UnreliableEstimateWarning",
+    "ais",
+    "ais_estimate",
+    "ais_log_partition",
+    "default_betas",
+    "describe_model",
+    "ess_threshold",
+    "reverse_ais",
+]
+
+#: an AIS estimate is unreliable when its ESS is below this share of its chains ...
+ESS_WARNING_FRACTION = 0.1
+#: ... or below this many chains, whatever their number
+ESS_WARNING_MIN = 2.0
+
+
+class UnreliableEstimateWarning(UserWarning):
+    """An AIS estimate whose weights are so uneven that its value and its standard error
+    cannot be trusted (see :func:`ess_threshold`)."""
+
+
+def ess_threshold(num_chains: int) -> float:
+    r"""The effective sample size below which an estimate from ``num_chains`` weighted chains
+    is reported as unreliable: :math:`\max(2, 0.1 M)` (:data:`ESS_WARNING_MIN`,
+    :data:`ESS_WARNING_FRACTION`)."""
+    return max(ESS_WARNING_MIN, ESS_WARNING_FRACTION * int(num_chains))
+
+
+def _ess(log_weights: torch.Tensor) -> torch.Tensor:
+    r""":math:`(\sum_m w_m)^2 / \sum_m w_m^2` over the last dim, from log-weights."""
+    lw = log_weights.double()
+    return torch.exp(2 * torch.logsumexp(lw, -1) - torch.logsumexp(2 * lw, -1))
+
+
+def describe_model(model) -> str:
+    """A short name of an energy-based distribution for messages, e.g.
+    ``"BernoulliRBM (784 visible, 500 hidden)"`` or ``"DBM (layers 784-500-1000)"``."""
+    name = type(model).__name__
+    sizes = getattr(model, "layer_sizes", None)
+    if sizes is not None:
+        return f"{name} (layers {'-'.join(str(int(s)) for s in sizes)})"
+    try:
+        return f"{name} ({int(model.num_visible)} visible, {int(model.num_hidden)} hidden)"
+    except (AttributeError, TypeError):
+        return name
 
 
 @dataclass
@@ -57,6 +134,10 @@ class LogPartition:
     :ivar lower, upper: a sandwich around :math:`\\log Z` (equal to ``log_z`` when exact).
     :ivar log_weights: per-chain AIS log-weights (``None`` when exact), for diagnostics.
     :ivar info: how it was obtained (``num_chains``, ``num_betas`` for AIS).
+
+    The AIS diagnostics (see the module docs) are :attr:`ess`, :attr:`log_weight_std`,
+    :attr:`log_weight_range` and :attr:`is_reliable`; :meth:`diagnostics` returns them as
+    plain numbers and :meth:`warn_if_unreliable` warns when the estimate is unreliable.
     """
 
     log_z: torch.Tensor
@@ -87,15 +168,85 @@ class LogPartition:
         """Effective sample size of the AIS weights (``None`` when exact)."""
         if self.log_weights is None:
             return None
-        lw = self.log_weights
-        return torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
+        return _ess(self.log_weights)
+
+    @property
+    def num_chains(self) -> int:
+        """The AIS chains (0 when exact)."""
+        return 0 if self.log_weights is None else int(self.log_weights.shape[0])
+
+    @property
+    def log_weight_std(self) -> float:
+        """Standard deviation of the chains' log-weights, in nats (NaN when exact)."""
+        if self.log_weights is None or self.num_chains < 2:
+            return float("nan")
+        return float(self.log_weights.double().std())
+
+    @property
+    def log_weight_range(self) -> float:
+        r""":math:`\max_m \log w_m - \min_m \log w_m`, in nats (NaN when exact)."""
+        if self.log_weights is None:
+            return float("nan")
+        lw = self.log_weights.double()
+        return float(lw.max() - lw.min())
+
+    @property
+    def is_reliable(self) -> bool:
+        """Exact, or an ESS of at least :func:`ess_threshold` of the chains."""
+        if self.log_weights is None:
+            return True
+        return float(self.ess) >= ess_threshold(self.num_chains)
+
+    def diagnostics(self) -> dict:
+        """The AIS diagnostics as plain numbers: ``ess``, ``num_chains``, ``num_betas``,
+        ``ess_threshold``, ``log_weight_std``, ``log_weight_range``, ``reliable`` (an exact
+        value has ``ess`` NaN and ``reliable`` True)."""
+        exact = self.log_weights is None
+        return {
+            "ess": float("nan") if exact else float(self.ess),
+            "num_chains": self.num_chains,
+            "num_betas": int(self.info.get("num_betas", 0)),
+            "ess_threshold": float("nan") if exact else ess_threshold(self.num_chains),
+            "log_weight_std": self.log_weight_std,
+            "log_weight_range": self.log_weight_range,
+            "reliable": self.is_reliable,
+        }
+
+    def unreliable_message(self, model=None) -> str | None:
+        """What :meth:`warn_if_unreliable` says, or ``None`` when the estimate is reliable."""
+        if self.is_reliable:
+            return None
+        what = describe_model(model) if model is not None else "the model"
+        d = self.diagnostics()
+        return (
+            f"unreliable AIS estimate of log Z for {what}: effective sample size "
+            f"{d['ess']:.1f} of {d['num_chains']} chains (unreliable below max(2, 10% of the "
+            f"chains) = {d['ess_threshold']:g}) with {d['num_betas']} temperatures; the "
+            f"log-weights spread over {d['log_weight_range']:.1f} nats (std "
+            f"{d['log_weight_std']:.2f}), so a few chains carry the estimate, its standard "
+            "error is not to be trusted, and log Z is most likely underestimated (the "
+            "log-likelihood overstated). Run more chains (num_chains=, or min_ess= in "
+            "energy_log_likelihood), more temperatures (betas=), base rates fitted to the "
+            "training data (data= / base_data=), and compare with the conservative RAISE "
+            "estimate (pyrogen.evaluate.reverse_ais.raise_log_likelihood)."
+        )
+
+    def warn_if_unreliable(self, model=None) -> bool:
+        """Issue an :class:`UnreliableEstimateWarning` (naming ``model``, the chains, the
+        temperatures and what to do; attributed to the caller's line outside pyrogen) when
+        the ESS is below :func:`ess_threshold`; returns whether it warned."""
+        message = self.unreliable_message(model)
+        if message is not None:
+            warn_user(message, UnreliableEstimateWarning)
+        return message is not None
 
     def __repr__(self) -> str:
         if self.is_exact:
             return f"LogPartition(log_z={self.log_z.tolist()}, exact)"
+        ess = "" if self.log_weights is None else f", ESS {float(self.ess):.1f}/{self.num_chains}"
         return (
             f"LogPartition(log_z={self.log_z.tolist()} ± {self.stderr.tolist()}, {self.method}, "
-            f"sandwich [{self.lower.tolist()}, {self.upper.tolist()}])"
+            f"sandwich [{self.lower.tolist()}, {self.upper.tolist()}]{ess})"
         )
 
 
@@ -132,12 +283,38 @@ def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> t
     n1 = max(1, round(num_betas * 500 / 14500))
     n2 = max(1, round(num_betas * 4000 / 14500))
     n3 = num_betas - n1 - n2
+    if n3 < 2:  # too few to split in three: evenly spaced, still from 0 to 1
+        return torch.linspace(0.0, 1.0, num_betas, dtype=dtype, device=device)
     parts = [
         torch.linspace(0.0, 0.5, n1 + 1, dtype=dtype, device=device)[:-1],
         torch.linspace(0.5, 0.9, n2 + 1, dtype=dtype, device=device)[:-1],
         torch.linspace(0.9, 1.0, n3, dtype=dtype, device=device),
     ]
     return torch.cat(parts)
+
+
+def _schedule(betas) -> list[float]:
+    """The inverse temperatures as floats: a count (or ``None``: 14,500) gives
+    :func:`default_betas`; a schedule must increase from 0 to 1."""
+    if betas is None or isinstance(betas, int):
+        betas = default_betas(betas or 14500)
+    betas = [float(b) for b in betas]
+    if (
+        len(betas) < 2
+        or betas[0] != 0.0
+        or betas[-1] != 1.0
+        or any(b1 < b0 for b0, b1 in zip(betas, betas[1:]))
+    ):
+        raise ValueError("betas must increase from 0 to 1")
+    return betas
+
+
+def _steps(num: int, progress: bool, desc: str):
+    if not progress:
+        return range(num)
+    from tqdm import tqdm
+
+    return tqdm(range(num), desc=desc, unit="beta")
 
 
 def ais(
@@ -147,29 +324,76 @@ def ais(
     progress: bool = False,
 ) -> LogPartition:
     """Run AIS along ``path``; :returns: :class:`LogPartition` with ``log_z``, ``stderr``,
-    the ±3 s.e. sandwich and the per-chain ``log_weights``."""
+    the ±3 s.e. sandwich, the per-chain ``log_weights`` and the diagnostics computed from
+    them (:attr:`LogPartition.ess`, ...). It does not warn; the callers that know the model
+    do (:meth:`LogPartition.warn_if_unreliable`)."""
     if num_chains < 2:
         raise ValueError(f"num_chains must be at least 2, got {num_chains}")
-    if betas is None or isinstance(betas, int):
-        betas = default_betas(betas or 14500)
-    betas = [float(b) for b in betas]
-    if betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 < b0 for b0, b1 in zip(betas, betas[1:])):
-        raise ValueError("betas must increase from 0 to 1")
-    iterator = range(1, len(betas))
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="AIS", unit="beta")
+    betas = _schedule(betas)
     with torch.no_grad():
         state = path.sample_base(num_chains)
         log_w = None
-        for k in iterator:
+        for i in _steps(len(betas) - 1, progress, "AIS"):
+            k = i + 1
             cache = path.prepare(state)
             step = path.log_f(state, cache, betas[k]) - path.log_f(state, cache, betas[k - 1])
             log_w = step if log_w is None else log_w + step
             if k < len(betas) - 1:
                 state = path.transition(state, cache, betas[k])
     return ais_estimate(log_w, path.log_z_base, len(betas))
+
+
+def reverse_ais(
+    path: AnnealingPath,
+    state,
+    betas: torch.Tensor | int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    r"""Reverse annealing along ``path`` from target states ``state`` (RAISE [3]): one
+    log-weight per chain whose exponential is an unbiased estimate of the density at
+    ``state`` of the *annealing model*
+
+    .. math::
+
+        p_{\mathrm{ann}}(x_0, \dots, x_K) = p_0(x_0) \prod_{k=1}^K T_k(x_k \mid x_{k-1}),
+
+    the base model followed by the forward transitions (whose last state :math:`x_K`
+    approximates the target, better as the schedule lengthens). With :math:`x_K` the given
+    state and :math:`x_{k-1} \sim T_k(x_k, \cdot)` for :math:`k = K, \dots, 1` (each
+    :math:`T_k` reversible with respect to :math:`f_k`, as block-Gibbs sweeps of two
+    blocks are, so the reverse kernel is :math:`T_k` itself),
+
+    .. math::
+
+        \log w = \log f_K(x_K) - \log Z_0
+            - \sum_{k=0}^{K-1} \big[\log f_{k+1}(x_k) - \log f_k(x_k)\big],
+
+    and :math:`\mathbb E[w] = p_{\mathrm{ann}}(x_K)` (the ratio of the forward to the reverse
+    chain's density, in which each :math:`T_k` cancels against its reversal
+    :math:`T_k(x_{k-1} \mid x_k)\, f_k(x_k) / f_k(x_{k-1})`). So :math:`\log w` (and the log
+    of a mean of several weights) is a stochastic lower bound on
+    :math:`\log p_{\mathrm{ann}}(x_K)`. The first reverse sweep is at :math:`\beta = 1`: for
+    an RBM it draws :math:`h \sim p(h \mid v)` from the test example and then a new
+    :math:`v`.
+
+    :param path: an :class:`AnnealingPath` whose transitions are reversible.
+    :param state: the target states (a state tuple of the path, one row per chain).
+    :param betas: the schedule (a count or increasing values from 0 to 1), as for :func:`ais`.
+    :returns: ``(num_chains,)`` float64 log-weights.
+    """
+    betas = _schedule(betas)
+    K = len(betas) - 1
+    with torch.no_grad():
+        cache = path.prepare(state)
+        log_w = path.log_f(state, cache, betas[K]).double()
+        for i in _steps(K, progress, "RAISE"):
+            k = K - i  # x_{k-1} ~ T_k(x_k, .), then log f_{k-1}(x_{k-1}) - log f_k(x_{k-1})
+            state = path.transition(state, cache, betas[k])
+            cache = path.prepare(state)
+            step = path.log_f(state, cache, betas[k - 1]) - path.log_f(state, cache, betas[k])
+            log_w = log_w + step.double()
+        log_z0 = torch.as_tensor(path.log_z_base, device=log_w.device).double()
+    return log_w - log_z0
 
 
 def ais_estimate(log_weights: torch.Tensor, log_z_base, num_betas: int) -> LogPartition:
@@ -202,8 +426,11 @@ def ais_estimate(log_weights: torch.Tensor, log_z_base, num_betas: int) -> LogPa
 def ais_log_partition(dist, data: torch.Tensor | None = None, **kwargs) -> LogPartition:
     """AIS estimate of ``dist``'s :math:`\\log Z` along ``dist.annealing_path(data=data)``
     (from a base-rate model fitted to ``data`` when given); keyword arguments go to
-    :func:`ais`."""
+    :func:`ais`. Issues an :class:`UnreliableEstimateWarning` when the estimate's ESS is
+    below :func:`ess_threshold`."""
     annealing_path = getattr(dist, "annealing_path", None)
     if annealing_path is None:
         raise NotImplementedError(f"{type(dist).__name__} does not define an annealing path")
-    return ais(annealing_path(data=data), **kwargs)
+    result = ais(annealing_path(data=data), **kwargs)
+    result.warn_if_unreliable(dist)
+    return result

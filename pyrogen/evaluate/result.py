@@ -24,10 +24,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["KHAT_THRESHOLD", "LogLikelihood", "ReconstructionScore"]
+__all__ = ["KHAT_THRESHOLD", "LogLikelihood", "LogLikelihoodBracket", "ReconstructionScore"]
 
 #: PSIS :math:`\hat k` above which an importance-sampling estimate is unreliable [Vehtari et al.]
 KHAT_THRESHOLD = 0.7
+
+#: the AIS diagnostics of an energy-based log-likelihood (``LogLikelihood.diagnostics``)
+_AIS_KEYS = (
+    "log_z_ess",
+    "num_chains",
+    "num_betas",
+    "ess_threshold",
+    "log_weight_std",
+    "log_weight_range",
+    "reliable",
+)
 
 
 def _nan(n: int) -> torch.Tensor:
@@ -153,11 +164,7 @@ class LogLikelihood:
                 f"log-likelihood [{d['log_likelihood_lower']:.2f}, "
                 f"{d['log_likelihood_upper']:.2f}]",
             ]
-            ess = self.ess[~torch.isnan(self.ess)]
-            if ess.numel():
-                lines.append(
-                    f"  AIS effective sample size {ess[0].item():.1f} of {self.num_samples} chains"
-                )
+            lines += self._ais_lines()
             return "\n".join(lines)
         if self.is_exact and bool(torch.isnan(self.ess).all()):
             return self._headline(False)
@@ -165,6 +172,9 @@ class LogLikelihood:
             self._headline(True),
             f"  Monte Carlo std. error of the mean: {self.mc_stderr:.3f}",
         ]
+        if self.bound and self.mc_stderr > 0:
+            lines.append("  a stochastic lower bound (in expectation) on the log-likelihood")
+        lines += self._ais_lines()
         ess = self.ess[~torch.isnan(self.ess)]
         if ess.numel():
             lines.append(
@@ -178,6 +188,38 @@ class LogLikelihood:
                 f"{100 * self.khat_share:.1f}% of examples above {KHAT_THRESHOLD}"
             )
         return "\n".join(lines)
+
+    def _ais_lines(self) -> list[str]:
+        """The AIS diagnostics of the summary: the ESS of the chains' weights, the spread of
+        their log-weights, and a line that cannot be missed when the estimate is
+        unreliable (ESS below ``ess_threshold``: 10% of the chains, at least 2)."""
+        d = self.diagnostics
+        prefix = "worst_" if "worst_log_z_ess" in d else ""
+        if prefix + "log_z_ess" not in d:  # older results: the ESS alone, if any
+            ess = self.ess[~torch.isnan(self.ess)]
+            if "log_z" in d and ess.numel():
+                return [
+                    f"  AIS effective sample size {ess[0].item():.1f} of {self.num_samples} chains"
+                ]
+            return []
+        g = {k: d[prefix + k] for k in _AIS_KEYS}
+        which = "smallest of the partition functions: " if prefix else ""
+        lines = [
+            f"  AIS effective sample size {which}{g['log_z_ess']:.1f} of {g['num_chains']} "
+            f"chains, {g['num_betas']} temperatures (unreliable below "
+            f"{g['ess_threshold']:g}); log-weights std {g['log_weight_std']:.2f}, max-min "
+            f"{g['log_weight_range']:.2f} nats"
+        ]
+        if "chain_rounds" in d:
+            rounds = ", ".join(f"{n} chains: ESS {e:.1f}" for n, e in d["chain_rounds"])
+            lines.append(f"  AIS chains for min_ess {d['min_ess']:g}: {rounds}")
+        if not g["reliable"]:
+            lines.append(
+                "  UNRELIABLE: a few chains carry the AIS estimate; log Z is most likely "
+                "underestimated and this log-likelihood overstated (more chains or "
+                "temperatures; compare with RAISE)"
+            )
+        return lines
 
     __str__ = summary
 
@@ -201,6 +243,93 @@ class LogLikelihood:
             "khat_share_above_0.7": self.khat_share if k.numel() else None,
             **self.diagnostics,
         }
+
+
+@dataclass
+class LogLikelihoodBracket:
+    r"""Two estimates of the same examples' mean test log-likelihood that err in opposite
+    directions: AIS (``optimistic``, too high in expectation because
+    :math:`\mathbb E[\log \hat Z] \le \log Z`) and RAISE (``conservative``, a stochastic
+    lower bound; :mod:`pyrogen.evaluate.reverse_ais`). What
+    :func:`~pyrogen.evaluate.reverse_ais.log_likelihood_bracket` returns, and what a
+    benchmark row prints side by side.
+
+    :ivar LogLikelihood optimistic: the AIS estimate.
+    :ivar LogLikelihood conservative: the RAISE estimate.
+    """
+
+    optimistic: LogLikelihood
+    conservative: LogLikelihood
+
+    def __post_init__(self) -> None:
+        if self.optimistic.num_examples != self.conservative.num_examples:
+            raise ValueError(
+                "optimistic and conservative must score the same examples, got "
+                f"{self.optimistic.num_examples} and {self.conservative.num_examples}"
+            )
+
+    @property
+    def upper(self) -> float:
+        """The optimistic (AIS) mean, nats per example."""
+        return self.optimistic.mean
+
+    @property
+    def lower(self) -> float:
+        """The conservative (RAISE) mean, nats per example."""
+        return self.conservative.mean
+
+    @property
+    def gap(self) -> float:
+        """``upper - lower``: how far apart the two are (near 0, within their Monte Carlo
+        errors, when both are accurate; negative only by Monte Carlo error)."""
+        return self.upper - self.lower
+
+    def contains(self, value: float, num_stderr: float = 0.0) -> bool:
+        """Whether ``value`` lies in ``[lower, upper]`` widened by ``num_stderr`` Monte Carlo
+        standard errors of each end."""
+        lo = self.lower - num_stderr * _finite(self.conservative.mc_stderr)
+        hi = self.upper + num_stderr * _finite(self.optimistic.mc_stderr)
+        return lo <= value <= hi
+
+    def row(self) -> dict[str, str]:
+        """Table cells: ``AIS``, ``RAISE`` (mean ± Monte Carlo error), ``gap`` and ``ESS``
+        (of the AIS chains)."""
+        d = self.optimistic.diagnostics
+        ess = d.get("log_z_ess")
+        return {
+            "AIS": f"{self.upper:.2f} ± {self.optimistic.mc_stderr:.2f}",
+            "RAISE": f"{self.lower:.2f} ± {self.conservative.mc_stderr:.2f}",
+            "gap": f"{self.gap:.2f}",
+            "ESS": "-" if ess is None else f"{ess:.1f}/{d['num_chains']}",
+        }
+
+    def summary(self) -> str:
+        cells = self.row()
+        return "\n".join(
+            [
+                f"log-likelihood bracket on {self.optimistic.num_examples} examples: RAISE "
+                f"(conservative) {cells['RAISE']} <= AIS (optimistic) {cells['AIS']} nats/"
+                f"example, gap {cells['gap']}; AIS ESS {cells['ESS']}",
+                "AIS:   " + self.optimistic.summary().replace("\n", "\n       "),
+                "RAISE: " + self.conservative.summary().replace("\n", "\n       "),
+            ]
+        )
+
+    __str__ = summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """Both results' plain numbers and the bracket's ends."""
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "gap": self.gap,
+            "ais": self.optimistic.to_dict(),
+            "raise": self.conservative.to_dict(),
+        }
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
 
 
 @dataclass
