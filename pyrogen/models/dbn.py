@@ -545,9 +545,13 @@ class DeepBeliefNetwork(GenerativeModel):
             leaves the global streams as they were.
 
         The Monte Carlo standard error combines the importance sampling's and that of
-        :math:`\log \hat Z` (shared by every example); ``diagnostics`` holds ``log_z``,
-        ``log_z_stderr``, ``log_z_method`` and, for AIS, its ESS and log-weight spread. An
-        AIS estimate with too small an ESS warns
+        :math:`\log \hat Z` (shared by every example); ``diagnostics`` holds the top RBM's
+        ``top_log_z``, ``top_log_z_stderr``, ``top_log_z_method``, its sandwich
+        ``top_log_z_lower`` / ``top_log_z_upper`` and, for AIS, ``top_log_z_ess``,
+        ``top_log_z_num_chains``, ``top_log_z_num_betas``, ``top_log_z_log_weight_std``,
+        ... (the names of :meth:`~pyrogen.distributions.annealing.LogPartition.diagnostics`);
+        ``ess`` and ``khat`` are the importance sampling's, per example. An AIS estimate
+        with too small an ESS warns
         (:class:`~pyrogen.distributions.annealing.UnreliableEstimateWarning`).
         """
         if estimator not in _ESTIMATORS:
@@ -604,10 +608,15 @@ class DeepBeliefNetwork(GenerativeModel):
             chains, temps = lz.info.get("num_chains"), lz.info.get("num_betas")
             how = f"AIS log Z ({chains} chains, {temps} temperatures)"
             lz.warn_if_unreliable(self.top_distribution())
-        extra = {"log_z": value, "log_z_stderr": stderr, "log_z_method": lz.method}
+        extra = {
+            "top_log_z": value,
+            "top_log_z_stderr": stderr,
+            "top_log_z_method": lz.method,
+            "top_log_z_lower": float(lz.lower),
+            "top_log_z_upper": float(lz.upper),
+        }
         if not lz.is_exact:
-            d = lz.diagnostics()
-            extra.update({f"log_z_{k}" if k != "num_betas" else k: v for k, v in d.items()})
+            extra.update({f"top_log_z_{k}": v for k, v in lz.diagnostics().items()})
         return LogLikelihood.from_per_example(
             result.per_example - value,
             f"importance sampling through the directed layers (K={num_samples}) + {how} "
