@@ -167,18 +167,79 @@ class GenerativeModel(PyroModel):
     def log_likelihood(self, data, **options):
         raise NotImplementedError
 
-    def guide_importance_log_likelihood(self, data, **options):
+    def guide_importance_log_likelihood(self, data, context: Any = None, **options):
         """:func:`~pyrogen.evaluate.importance_log_likelihood` of ``data`` with the guide as
         proposal and the data plate as the one plate, the module in evaluation mode for the
-        duration (its training mode restored after)."""
+        duration (its training mode restored after).
+
+        ``context`` (conditioning input, e.g. captions: a tensor, or a tuple or list of
+        tensors, each with one row per example of ``data``) is handed to model and guide as
+        the keyword argument ``context=``, the rows of each batch with that batch. To keep
+        them together however the evaluator cuts the data into batches (and shares the
+        batches among processes), each example travels with its row number as one extra
+        column of the data; the model and guide see the data without it. ``data`` must then
+        be a tensor (or a pyrogen dataset with ``tensor()``) of at most :math:`2^{24}`
+        float32 rows (the row numbers are exact in the data's floating-point type).
+        """
         from pyrogen.evaluate.importance import importance_log_likelihood
 
         was_training = self.training
         self.eval()
         try:
-            return importance_log_likelihood(
-                self.model, self.guide, data, max_plate_nesting=1, **options
-            )
+            if context is None:
+                return importance_log_likelihood(
+                    self.model, self.guide, data, max_plate_nesting=1, **options
+                )
+            if hasattr(data, "tensor") and callable(data.tensor):
+                data = data.tensor()
+            if not isinstance(data, torch.Tensor):
+                raise TypeError(
+                    "data: with a context, expected a tensor of examples, got "
+                    f"{type(data).__name__}"
+                )
+            if data.dim() == 0 or data.shape[0] == 0:
+                raise ValueError(
+                    f"data: expected a non-empty batch of examples, got {tuple(data.shape)}"
+                )
+            n, shape = data.shape[0], data.shape[1:]
+            parts = list(context) if isinstance(context, tuple | list) else [context]
+            for i, part in enumerate(parts):
+                if not isinstance(part, torch.Tensor) or part.dim() == 0 or part.shape[0] != n:
+                    found = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part)
+                    raise ValueError(
+                        f"context: every part needs one row per example of data ({n}); "
+                        f"part {i} is {found}"
+                    )
+            flat = data.reshape(n, -1)
+            if not flat.is_floating_point():
+                flat = flat.to(torch.get_default_dtype())
+            if n > 2 / torch.finfo(flat.dtype).eps:  # 2**24 for float32
+                raise ValueError(
+                    f"data: {n} examples are more than the row numbers {flat.dtype} holds "
+                    "exactly; evaluate in chunks"
+                )
+            index = torch.arange(n, device=flat.device, dtype=flat.dtype)
+            rows = torch.cat([flat, index[:, None]], dim=1)
+            on_device: dict = {}
+
+            def split(batch: torch.Tensor):
+                idx = batch[:, -1].long()
+                if idx.device not in on_device:
+                    on_device[idx.device] = [p.to(idx.device) for p in parts]
+                picked = [p[idx] for p in on_device[idx.device]]
+                ctx = type(context)(picked) if isinstance(context, tuple | list) else picked[0]
+                return batch[:, :-1].reshape(batch.shape[0], *shape), ctx
+
+            def model(batch, *args, **kwargs):
+                x, ctx = split(batch)
+                return self.model(x, *args, context=ctx, **kwargs)
+
+            def guide(batch, *args, **kwargs):
+                x, ctx = split(batch)
+                return self.guide(x, *args, context=ctx, **kwargs)
+
+            options.setdefault("device", next((p.device for p in self.parameters()), None))
+            return importance_log_likelihood(model, guide, rows, max_plate_nesting=1, **options)
         finally:
             self.train(was_training)
 
