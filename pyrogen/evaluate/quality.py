@@ -26,8 +26,11 @@ makes slightly negative are clipped at zero, and so is the distance).
 
 The features are those of a small convolutional classifier (:class:`FeatureClassifier`)
 trained by :func:`feature_classifier` on the MNIST training split; its test accuracy is stored
-with it (:attr:`FeatureClassifier.test_accuracy`; about 0.99 after the default two epochs).
-:func:`mnist_frechet_distance` scores MNIST-like 28 x 28 samples against the MNIST test set.
+with it (:attr:`FeatureClassifier.test_accuracy`: 0.979 on the 10,000 test images after the
+default two epochs, seed 0). :func:`mnist_frechet_distance` scores MNIST-like 28 x 28 samples
+against the MNIST test set. For scale, with that classifier: 10,000 training images score
+1.1 against the test set (4.6 with 1,000 of them: the small-sample bias), the same images
+binarized 13.4, uniform noise 668.
 
 .. warning::
 
