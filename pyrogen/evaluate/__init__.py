@@ -14,6 +14,7 @@ from pyrogen.evaluate.dispatch import log_likelihood
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.exact import exact_log_likelihood
 from pyrogen.evaluate.importance import importance_bound, importance_log_likelihood, psis_khat
+from pyrogen.evaluate.quality import feature_classifier, frechet_distance, mnist_frechet_distance
 from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood, ReconstructionScore
 
 __all__ = [
@@ -29,8 +30,11 @@ __all__ = [
     "ReconstructionScore",
     "energy_log_likelihood",
     "exact_log_likelihood",
+    "feature_classifier",
+    "frechet_distance",
     "importance_bound",
     "importance_log_likelihood",
     "log_likelihood",
+    "mnist_frechet_distance",
     "psis_khat",
 ]
