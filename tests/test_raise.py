@@ -247,10 +247,12 @@ def test_raise_and_ais_bracket_the_exact_log_likelihood():
 
 
 def test_raise_of_a_dbm_brackets_its_exact_log_likelihood():
-    """A DBM small enough to enumerate (8 visible, 6 and 5 hidden): RAISE with the
-    mean-field proposal for h2 (seed 0, 5 reverse chains, 30 and 300 temperatures) stays
-    below the exact mean log-likelihood of model samples, approaching it as the schedule
-    lengthens, and AIS's log Z (100 chains) is within its stated 3 s.e. of the exact one."""
+    """A DBM small enough to enumerate (8 visible, 6 and 5 hidden), 60 model samples.
+    With 30 temperatures, for each of 10 seeds RAISE (mean-field proposal for h2, 5 reverse
+    chains) is below the exact mean log-likelihood by 0.2 to 1.5 nats, and AIS's log Z (50
+    chains) is within its stated 3 s.e. of the exact one, its log-likelihood error
+    averaging >= -2 s.e. of that mean over the seeds: the two bracket the truth. With 300
+    temperatures RAISE is within 0.1 nats below it (seed 0)."""
     g = torch.Generator().manual_seed(7)
     sizes = (8, 6, 5)
     weights = [torch.randn(a, b, generator=g, dtype=D) * 1.2 for a, b in zip(sizes, sizes[1:])]
@@ -262,14 +264,21 @@ def test_raise_of_a_dbm_brackets_its_exact_log_likelihood():
     assert float(torch.logsumexp(log_p, 0)) == pytest.approx(0.0, abs=1e-10)
     x = _draw(S, log_p, 60, seed=8)
     exact = float((dbm.unnormalized_log_prob(x) - log_z).mean())
-    short = raise_log_likelihood(dbm, x, num_samples=5, betas=30, seed=0, progress=False)
+    path = dbm.annealing_path(x)
+    raise_err, ais_err = [], []
+    for seed in range(10):
+        r = raise_log_likelihood(dbm, x, num_samples=5, betas=30, seed=seed, progress=False)
+        raise_err.append(r.mean - exact)
+        torch.manual_seed(seed)
+        lp = ais(path, num_chains=50, betas=30)
+        assert lp.lower <= log_z <= lp.upper and lp.is_reliable
+        ais_err.append(float(log_z - lp.log_z))  # AIS log-likelihood minus the exact one
+    assert "mean-field" in r.estimator
+    raise_err, ais_err = torch.tensor(raise_err), torch.tensor(ais_err)
+    assert torch.all(raise_err < -0.2) and torch.all(raise_err > -1.5), raise_err
+    assert ais_err.mean() >= -2 * ais_err.std() / math.sqrt(10), ais_err
     long = raise_log_likelihood(dbm, x, num_samples=5, betas=300, seed=0, progress=False)
-    assert "mean-field" in short.estimator
-    assert short.mean < long.mean < exact + 0.02
-    assert exact - long.mean < 0.1
-    torch.manual_seed(0)
-    lp = ais(dbm.annealing_path(x), num_chains=100, betas=300)
-    assert lp.lower <= log_z <= lp.upper
+    assert -0.1 < long.mean - exact < 0.02
 
 
 # ----------------------------------------------------------------------------- the wide RBM
