@@ -294,7 +294,8 @@ def test_log_likelihood_with_captions_through_the_shared_evaluator(float64):
     """IS with K = 400 (seed 0): the estimate is a LogLikelihood at least the average
     ELBO minus 0.05; batched by 2 with the captions in shuffled order (and the images in the
     same order), each example's estimate equals, bit for bit, the evaluator run by hand on
-    that batch with that batch's captions and seed: the captions travel with their images."""
+    that batch with that batch's captions and seed: the captions travel with their images;
+    captions as one tensor (lengths inferred) give the same estimates."""
     m = AlignDRAW(16, **TINY)
     x = _binary(4, 16)
     est = m.log_likelihood(x, TOKENS, num_samples=400, progress=False, seed=0, diagnostics=False)
@@ -318,7 +319,11 @@ def test_log_likelihood_with_captions_through_the_shared_evaluator(float64):
         lw = example_log_weights(m.model, m.guide, xs[rows], 20, 20, 1, None, (ts[rows], ls[rows]))
         expected = torch.logsumexp(lw, 0) - math.log(20)
         assert torch.equal(got[rows].double(), expected.cpu().double())
-    # the DRAW path without a context is unchanged: data of another size is rejected as before
+    # a context given as one tensor (lengths inferred) is the same evaluation
+    one = m.guide_importance_log_likelihood(x, context=TOKENS, seed=5, **options).per_example
+    two = m.log_likelihood(x, TOKENS, LENGTHS, seed=5, **options).per_example
+    assert torch.equal(one, two)
+    # an option the evaluator does not take is a TypeError naming it
     with pytest.raises(TypeError, match="num_chains"):
         m.log_likelihood(x, TOKENS, num_chains=3)
 
@@ -354,6 +359,12 @@ def test_bad_input_is_a_clear_error():
     bad[1, 2] = V + 1
     with pytest.raises(ValueError, match=r"captions: token id 6 .* outside the vocabulary"):
         elbo.loss(m.model, m.guide, x, None, bad)
+    # checked once per batch object, but a batch modified in place is checked again
+    again = TOKENS.clone()
+    assert math.isfinite(elbo.loss(m.model, m.guide, x, None, again))
+    again[0, 0] = -3
+    with pytest.raises(ValueError, match="captions: token id -3"):
+        elbo.loss(m.model, m.guide, x, None, again)
     with pytest.raises(ValueError, match="captions: token id -1"):
         m.sample(torch.tensor([[-1, 0]]))
     with pytest.raises(ValueError, match="captions"):

@@ -52,6 +52,7 @@ Sample sites are DRAW's (``"z_1"``, ..., ``"z_T"``, ``"x"``, inside ``pyro.plate
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -66,6 +67,11 @@ from pyrogen.models.draw import DRAW
 from pyrogen.nn.caption import CaptionAlignment, CaptionEncoder
 
 __all__ = ["AlignDRAW", "EncodedCaptions"]
+
+
+def _stamp(t: Any):
+    """A weak reference to a tensor and its version counter (None for anything else)."""
+    return (weakref.ref(t), t._version) if isinstance(t, torch.Tensor) else None
 
 
 class EncodedCaptions(NamedTuple):
@@ -180,15 +186,37 @@ class AlignDRAW(DRAW):
                 "or a pair (token ids, lengths) as context"
             )
         tokens, lengths = self._split_captions(captions)
-        validate = is_validation_enabled()
-        if validate:
-            tokens, lengths = self.caption_encoder.check(tokens, lengths)
+        if is_validation_enabled():
+            # Model and guide see the same caption tensors in a step: check them once (the
+            # check costs host synchronisations), as DRAW checks binary data once per batch.
+            if not self._captions_checked(tokens, lengths):
+                checked = self.caption_encoder.check(tokens, lengths)
+                self.__dict__["_checked_captions"] = (_stamp(tokens), _stamp(lengths))
+                tokens, lengths = checked
             if batch is not None and tokens.shape[0] != batch:
                 raise ValueError(
                     f"captions: got {tokens.shape[0]} captions for a batch of {batch} images"
                 )
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths)
         states, mask = self._observed("caption_encoder")(tokens, lengths, validate=False)
         return EncodedCaptions(states, mask, self._observed("alignment").project(states))
+
+    def _captions_checked(self, tokens: Any, lengths: Any) -> bool:
+        """Whether ``tokens`` and ``lengths`` are the tensors (unmodified) checked last."""
+        stamps = self.__dict__.get("_checked_captions")
+        if stamps is None:
+            return False
+        return all(
+            (t is None and st is None)
+            or (
+                isinstance(t, torch.Tensor)
+                and st is not None
+                and st[0]() is t
+                and st[1] == t._version
+            )
+            for t, st in zip((tokens, lengths), stamps, strict=True)
+        )
 
     def alignment_weights(self, h_dec: torch.Tensor, encoded: EncodedCaptions) -> torch.Tensor:
         r"""The alignment :math:`\alpha^t` ``(..., B, L)`` of decoder states ``h_dec``
