@@ -18,7 +18,9 @@ from pyrogen.distributions.annealing import (
     UnreliableEstimateWarning,
     ais,
     ais_estimate,
+    default_betas,
     ess_threshold,
+    inverse_temperatures,
     reverse_ais,
 )
 from pyrogen.distributions.energy import binary_states
@@ -384,3 +386,17 @@ def test_raise_is_seeded_and_refuses_bad_input():
         raise_log_likelihood(object(), x, progress=False)
     with pytest.raises(ValueError, match="same examples"):
         LogLikelihoodBracket(a, raise_log_likelihood(rbm, x[:3], betas=5, progress=False))
+
+
+def test_short_default_schedules_run_from_0_to_1():
+    """``default_betas(n)`` increases from 0 to 1 for every n >= 3 (counts too small to split
+    in three used to end at 0.9); bad schedules are refused."""
+    for n in range(3, 40):
+        b = default_betas(n)
+        assert len(b) == n and b[0] == 0.0 and b[-1] == 1.0 and bool((b.diff() >= 0).all())
+    assert inverse_temperatures(5) == default_betas(5).tolist()
+    with pytest.raises(ValueError, match="num_betas must be at least 3"):
+        default_betas(2)
+    for bad in ([0.0, 0.5], [0.0, 0.7, 0.5, 1.0], [0.1, 1.0]):
+        with pytest.raises(ValueError, match="betas must increase from 0 to 1"):
+            inverse_temperatures(torch.tensor(bad))

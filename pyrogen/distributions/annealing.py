@@ -83,7 +83,9 @@ __all__ = [
     "ais_log_partition",
     "default_betas",
     "describe_model",
+    "effective_sample_size",
     "ess_threshold",
+    "inverse_temperatures",
     "reverse_ais",
 ]
 
@@ -105,8 +107,9 @@ def ess_threshold(num_chains: int) -> float:
     return max(ESS_WARNING_MIN, ESS_WARNING_FRACTION * int(num_chains))
 
 
-def _ess(log_weights: torch.Tensor) -> torch.Tensor:
-    r""":math:`(\sum_m w_m)^2 / \sum_m w_m^2` over the last dim, from log-weights."""
+def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
+    r"""Kish's effective sample size :math:`(\sum_m w_m)^2 / \sum_m w_m^2` over the last dim,
+    from log-weights (in the log domain, float64)."""
     lw = log_weights.double()
     return torch.exp(2 * torch.logsumexp(lw, -1) - torch.logsumexp(2 * lw, -1))
 
@@ -168,7 +171,7 @@ class LogPartition:
         """Effective sample size of the AIS weights (``None`` when exact)."""
         if self.log_weights is None:
             return None
-        return _ess(self.log_weights)
+        return effective_sample_size(self.log_weights)
 
     @property
     def num_chains(self) -> int:
@@ -293,7 +296,7 @@ def default_betas(num_betas: int = 14500, dtype=torch.float64, device=None) -> t
     return torch.cat(parts)
 
 
-def _schedule(betas) -> list[float]:
+def inverse_temperatures(betas) -> list[float]:
     """The inverse temperatures as floats: a count (or ``None``: 14,500) gives
     :func:`default_betas`; a schedule must increase from 0 to 1."""
     if betas is None or isinstance(betas, int):
@@ -329,7 +332,7 @@ def ais(
     do (:meth:`LogPartition.warn_if_unreliable`)."""
     if num_chains < 2:
         raise ValueError(f"num_chains must be at least 2, got {num_chains}")
-    betas = _schedule(betas)
+    betas = inverse_temperatures(betas)
     with torch.no_grad():
         state = path.sample_base(num_chains)
         log_w = None
@@ -381,7 +384,7 @@ def reverse_ais(
     :param betas: the schedule (a count or increasing values from 0 to 1), as for :func:`ais`.
     :returns: ``(num_chains,)`` float64 log-weights.
     """
-    betas = _schedule(betas)
+    betas = inverse_temperatures(betas)
     K = len(betas) - 1
     with torch.no_grad():
         cache = path.prepare(state)

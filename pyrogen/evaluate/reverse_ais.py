@@ -79,7 +79,11 @@ from pyrogen import distributed
 from pyrogen._checks import check_binary
 from pyrogen._rng import preserved_rng
 from pyrogen.accelerate import full_precision
-from pyrogen.distributions.annealing import _ess, _schedule, reverse_ais
+from pyrogen.distributions.annealing import (
+    effective_sample_size,
+    inverse_temperatures,
+    reverse_ais,
+)
 from pyrogen.distributions.dbm import DBM
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.evaluate.energy import energy_log_likelihood
@@ -178,7 +182,7 @@ def raise_log_likelihood(
     """
     data = _check(dist, data, num_samples, batch_size)
     M = int(num_samples)
-    schedule = _schedule(betas)
+    schedule = inverse_temperatures(betas)
     path = dist.annealing_path(data=None if base_data is None else base_data.to(data))
     world = distributed.world()
     starts = range(0, data.shape[0], int(batch_size))
@@ -198,7 +202,7 @@ def raise_log_likelihood(
     else:
         log_w = torch.cat(list(parts.values()))
     per_example = torch.logsumexp(log_w, -1) - math.log(M)
-    ess = _ess(log_w)
+    ess = effective_sample_size(log_w)
     if M > 1:
         variance = (1.0 / ess - 1.0 / M).clamp_min(0.0)
         mc_stderr = variance.sum().sqrt().item() / log_w.shape[0]
