@@ -283,6 +283,26 @@ def test_raise_of_a_dbm_brackets_its_exact_log_likelihood():
     assert -0.1 < long.mean - exact < 0.02
 
 
+def test_raise_of_a_three_layer_dbm_approaches_its_exact_log_likelihood():
+    """A 3-layer DBM (7-5-4-3, enumerable; the path sums h1 and h3 out): RAISE (seed 0, 5
+    reverse chains) is 0.1 to 1 nats below the exact mean log-likelihood of 60 model
+    samples with 30 temperatures and within 0.05 nats below it with 300."""
+    g = torch.Generator().manual_seed(3)
+    sizes = (7, 5, 4, 3)
+    weights = [torch.randn(a, b, generator=g, dtype=D) for a, b in zip(sizes, sizes[1:])]
+    biases = [torch.randn(s, generator=g, dtype=D) * 0.3 for s in sizes]
+    dbm = DBM(weights, biases)
+    S = next(binary_states(7, D))
+    log_z = dbm.log_partition("exact").log_z
+    log_p = dbm.unnormalized_log_prob(S) - log_z
+    x = _draw(S, log_p, 60, seed=8)
+    exact = float((dbm.unnormalized_log_prob(x) - log_z).mean())
+    short = raise_log_likelihood(dbm, x, num_samples=5, betas=30, seed=0, progress=False)
+    long = raise_log_likelihood(dbm, x, num_samples=5, betas=300, seed=0, progress=False)
+    assert -1.0 < short.mean - exact < -0.1
+    assert -0.05 < long.mean - exact < 0.01
+
+
 # ----------------------------------------------------------------------------- the wide RBM
 
 
