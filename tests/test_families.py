@@ -88,6 +88,9 @@ def test_every_family_is_covered():
         "autoencoder",
         "gan",
         "gmmn",
+        "dbn",
+        "draw",
+        "helmholtz",
     } <= set(FAMILIES)
     for name, family in load_families().items():
         assert family.kind in ("density", "representation"), name

@@ -7,6 +7,7 @@ from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.models.base import GenerativeModel, PyroModel, Representation
 from pyrogen.models.cdbn import ConvolutionalDBN, ConvRBMLayer
 from pyrogen.models.dbm import DeepBoltzmannMachine
+from pyrogen.models.dbn import DeepBeliefNetwork, UpDownLearner
 from pyrogen.models.draw import DRAW
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.gan import DCGANDiscriminator, DCGANGenerator, Generator, MLPDiscriminator
@@ -30,6 +31,7 @@ __all__ = [
     "ConvolutionalDBN",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "DeepBeliefNetwork",
     "DeepBoltzmannMachine",
     "EnergyModel",
     "GenerativeModel",
@@ -45,5 +47,6 @@ __all__ = [
     "SparseCoding",
     "SparseCodingModel",
     "StackRBM",
+    "UpDownLearner",
     "map_codes",
 ]
