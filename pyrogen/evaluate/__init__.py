@@ -15,7 +15,13 @@ from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.exact import exact_log_likelihood
 from pyrogen.evaluate.importance import importance_bound, importance_log_likelihood, psis_khat
 from pyrogen.evaluate.quality import feature_classifier, frechet_distance, mnist_frechet_distance
-from pyrogen.evaluate.result import KHAT_THRESHOLD, LogLikelihood, ReconstructionScore
+from pyrogen.evaluate.result import (
+    KHAT_THRESHOLD,
+    LogLikelihood,
+    LogLikelihoodBracket,
+    ReconstructionScore,
+)
+from pyrogen.evaluate.reverse_ais import log_likelihood_bracket, raise_log_likelihood
 
 __all__ = [
     "HMC",
@@ -27,6 +33,7 @@ __all__ = [
     "decoder_log_likelihood",
     "parzen_log_likelihood",
     "LogLikelihood",
+    "LogLikelihoodBracket",
     "ReconstructionScore",
     "energy_log_likelihood",
     "exact_log_likelihood",
@@ -35,6 +42,8 @@ __all__ = [
     "importance_bound",
     "importance_log_likelihood",
     "log_likelihood",
+    "log_likelihood_bracket",
     "mnist_frechet_distance",
     "psis_khat",
+    "raise_log_likelihood",
 ]

@@ -9,9 +9,14 @@ names so that ``from pyrogen.infer import ais, default_betas`` keeps working.
 from pyrogen.distributions.annealing import (
     AnnealingPath,
     LogPartition,
+    UnreliableEstimateWarning,
     ais,
     ais_log_partition,
     default_betas,
+    effective_sample_size,
+    ess_threshold,
+    inverse_temperatures,
+    reverse_ais,
 )
 from pyrogen.distributions.rbm import RBMAnnealingPath
 
@@ -19,7 +24,12 @@ __all__ = [
     "AnnealingPath",
     "LogPartition",
     "RBMAnnealingPath",
+    "UnreliableEstimateWarning",
     "ais",
     "ais_log_partition",
     "default_betas",
+    "effective_sample_size",
+    "ess_threshold",
+    "inverse_temperatures",
+    "reverse_ais",
 ]

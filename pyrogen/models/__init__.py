@@ -2,6 +2,7 @@
 density models offer ``model`` / ``guide``, ``sample`` and ``log_likelihood``; deterministic
 models offer ``fit``, ``transform`` and ``reconstruct``."""
 
+from pyrogen.models.align_draw import AlignDRAW
 from pyrogen.models.autoencoder import Autoencoder
 from pyrogen.models.autoregressive import AutoregressiveModel
 from pyrogen.models.base import GenerativeModel, PyroModel, Representation
@@ -25,6 +26,7 @@ __all__ = [
     "PSD",
     "RBM",
     "VAE",
+    "AlignDRAW",
     "Autoencoder",
     "AutoregressiveModel",
     "ConvRBMLayer",

@@ -8,12 +8,15 @@ from pyrogen.nn.attention import (
     GaussianWrite,
     gaussian_filterbank,
 )
+from pyrogen.nn.caption import CaptionAlignment, CaptionEncoder
 from pyrogen.nn.masked import GatedBlock, MaskedConv2d, PixelCNNNet
 from pyrogen.nn.mlp import MLP, GaussianHead
 from pyrogen.nn.nade import FVSBNNet, NADENet, RNADENet
 from pyrogen.nn.pixelrnn import PixelRNNNet, RowLSTM
 
 __all__ = [
+    "CaptionAlignment",
+    "CaptionEncoder",
     "FVSBNNet",
     "FullRead",
     "FullWrite",
