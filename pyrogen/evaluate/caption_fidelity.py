@@ -74,6 +74,27 @@ seen); with the same budget it read the first digit 0.75 / 0.64 (held-out / seen
 images), equal within noise. The held-out compositions stay out of the *model's* training;
 the classifier only has to read digits and places, which it learns from all of them.
 
+Accuracy
+--------
+Measured once, on a heavily shared 2-core CPU (one thread, ``nice``): ``caption_classifier()``
+with its defaults (seed 0, 1,500 steps of 64 images, Adam with peak learning rate 0.003
+decayed to 0 by a cosine, on the 60,000 grey training images of every composition; 4 minutes
+including generating the data), scored on the 10,000 real test images with their own
+captions:
+
+================  =====  =====  ======  ========  =============
+images            count  first  second  position  match
+================  =====  =====  ======  ========  =============
+all (10,000)      1.000  0.975  0.985   1.000     0.960 ± 0.002
+seen (8,986)      1.000  0.975  0.984   1.000     0.959 ± 0.002
+held out (1,014)  1.000  0.972  0.991   1.000     0.964 ± 0.006
+================  =====  =====  ======  ========  =============
+
+So about 4% of real images are misread, almost all through a digit's identity, and equally
+for seen and held-out compositions: a generated image can hardly score above 0.96. With a
+constant learning rate the same budget gave 0.933 / 0.969 / 0.901 (first, second, match);
+600 steps at a constant rate, 0.903 / 0.962 / 0.867.
+
 References
 ----------
 1. *Generating Images from Captions with Attention*, Elman Mansimov, Emilio Parisotto, Jimmy
@@ -85,6 +106,8 @@ References
 4. *Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate
    Shift*, Sergey Ioffe, Christian Szegedy (ICML 2015).
 5. *Adam: A Method for Stochastic Optimization*, Diederik P. Kingma, Jimmy Ba (ICLR 2015).
+6. *SGDR: Stochastic Gradient Descent with Warm Restarts*, Ilya Loshchilov, Frank Hutter
+   (ICLR 2017).
 """
 
 from __future__ import annotations
@@ -162,7 +185,7 @@ POSITIONS: tuple[str, ...] = (
 )
 
 _GROUPS = ("all", "seen", "held_out")
-_VERSION = 1  # of the classifier and its training; part of the cache file name
+_VERSION = 2  # of the classifier and its training; part of the cache file name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +449,7 @@ class _AttributeData(torch.utils.data.Dataset):
 
 
 class CaptionClassifierLearner:
-    """A learner of :func:`pyrogen.train.train` for a :class:`CaptionAttributeClassifier`:
+    r"""A learner of :func:`pyrogen.train.train` for a :class:`CaptionAttributeClassifier`:
     one Adam step on the sum of the heads' cross-entropies per batch ``(images (B, C, 60,
     60), labels (B, K))``, ``labels[:, k]`` the class of attribute ``classifier.attributes[k]``.
 
@@ -434,12 +457,34 @@ class CaptionClassifierLearner:
     ``match`` of the batch whose every attribute is predicted right.
 
     :param CaptionAttributeClassifier classifier: the network (trained in place).
-    :param float lr: Adam's learning rate.
+    :param float lr: Adam's learning rate (the peak of the schedule).
+    :param decay_steps: when given, :math:`T`: the learning rate of step :math:`t` (counted
+        from 0) follows a cosine from :math:`\eta` = ``lr`` down to 0 at step :math:`T`
+        (Loshchilov & Hutter's schedule without restarts [6] of the module docs),
+        :math:`\eta_t = \eta\, \tfrac12 \big(1 + \cos(\pi \min(t, T) / T)\big)`;
+        ``None``: constant.
     """
 
-    def __init__(self, classifier: CaptionAttributeClassifier, lr: float = 3e-3) -> None:
+    def __init__(
+        self,
+        classifier: CaptionAttributeClassifier,
+        lr: float = 3e-3,
+        decay_steps: int | None = None,
+    ) -> None:
         self.module = classifier
-        self.optimizer = torch.optim.Adam(classifier.parameters(), lr=float(lr))
+        self.lr = float(lr)
+        self.decay_steps = (
+            None if decay_steps is None else _positive_int(decay_steps, "decay_steps")
+        )
+        self.optimizer = torch.optim.Adam(classifier.parameters(), lr=self.lr)
+        self.count = 0  # steps taken
+
+    def _schedule(self) -> None:
+        if self.decay_steps is None:
+            return
+        done = min(self.count, self.decay_steps) / self.decay_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
 
     def _scores(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
@@ -454,10 +499,12 @@ class CaptionClassifierLearner:
 
     def step(self, batch) -> dict[str, Any]:
         self.module.train()
+        self._schedule()
         loss, match = self._scores(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.count += 1
         return {"loss": loss.detach(), "match": match}
 
     def evaluate(self, batch) -> dict[str, Any]:
@@ -471,19 +518,27 @@ class CaptionClassifierLearner:
         return {"loss": loss, "match": match}
 
     def set_lr(self, lr: float) -> None:
+        """Set the learning rate (the peak, when a decay is scheduled)."""
+        self.lr = float(lr)
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
+        self._schedule()
 
     def to(self, device: torch.device) -> CaptionClassifierLearner:
         self.module.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "count": self.count,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.count = int(state["count"])
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -511,7 +566,8 @@ def train_caption_classifier(
         variant gives a classifier with colour heads.
     :param int steps: Adam steps (the epochs that take).
     :param int batch_size: images per step.
-    :param float lr: Adam's learning rate.
+    :param float lr: Adam's peak learning rate, decayed to 0 over ``steps`` by a cosine
+        (:class:`CaptionClassifierLearner`).
     :param int seed: seeds the initialisation and the data order; the caller's global random
         streams are left as they were.
     :param device: where to train (``"auto"``: CUDA when available).
@@ -530,7 +586,7 @@ def train_caption_classifier(
         torch.manual_seed(int(seed))
         net = CaptionAttributeClassifier(dataset.colours is not None, widths, hidden)
         data = _AttributeData(dataset, net.attributes)
-        learner = CaptionClassifierLearner(net, lr)
+        learner = CaptionClassifierLearner(net, lr, decay_steps=steps)
         per_epoch = math.ceil(len(data) / batch_size)
         train(
             learner,
@@ -800,7 +856,7 @@ def caption_classifier(
     :param cache: folder of the cached classifiers, by default
         :func:`pyrogen.evaluate.quality.default_classifier_dir` (``$PYROGEN_CLASSIFIER_DIR``,
         else ``~/.cache/pyrogen/quality``). One file per variant, seed and setting (e.g.
-        ``mnist_captions_fidelity_s0_h0.1_all_n1500_b64_lr0.003_tall_eall_v1.pt``: variant,
+        ``mnist_captions_fidelity_s0_h0.1_all_n1500_b64_lr0.003_tall_eall_v2.pt``: variant,
         seed, held-out fraction (and colours), training compositions, steps, batch size,
         learning rate, training and test sizes, version)
         holds the weights, the settings and the test scores, written atomically.
