@@ -1,10 +1,11 @@
 r"""Caption fidelity: does an image show what its caption says? Scored by a small
 convolutional classifier that pyrogen trains on real MNIST-with-captions images.
 
-A caption-to-image model such as alignDRAW [1] is asked for an image of, say, *the digit 3
-is on the left of the digit 5*. Whether the image it draws shows that scene is read off by a
-classifier trained on the real images of the data set (:mod:`pyrogen.data.captions`), with
-one softmax head per attribute of the caption.
+A caption-to-image model such as alignDRAW [1] (DRAW [3] conditioned on a caption) is asked
+for an image of, say, *the digit 3 is on the left of the digit 5*. Whether the image it
+draws shows that scene is read off by a classifier trained on the real images of the data
+set (MNIST digits [2] on a 60 x 60 canvas, :mod:`pyrogen.data.captions`), with one softmax
+head per attribute of the caption.
 
 Attributes
 ----------
@@ -94,6 +95,12 @@ So about 4% of real images are misread, almost all through a digit's identity, a
 for seen and held-out compositions: a generated image can hardly score above 0.96. With a
 constant learning rate the same budget gave 0.933 / 0.969 / 0.901 (first, second, match);
 600 steps at a constant rate, 0.903 / 0.962 / 0.867.
+
+The coloured variant (``caption_classifier(True)``, the same defaults, 2 minutes on a less
+busy machine) read the first / second digit 0.952 / 0.969, both colours 0.999, count and
+position 1.000, every attribute 0.921 ± 0.003 of the 10,000 test images: 0.925 of the 7,755
+seen and 0.906 ± 0.006 of the 2,245 held-out ones (a held-out scene or a digit in a colour
+the model's training split never gives it).
 
 References
 ----------
