@@ -15,11 +15,10 @@ import warnings
 
 from pyrogen import data as pdata
 from pyrogen import distributed
-from pyrogen.accelerate import PRECISIONS
 from pyrogen.families.base import parse_sizes
 from pyrogen.registry import get_family, load_families
 from pyrogen.runs import Run, RunConfig, demo
-from pyrogen.train import CheckpointError, resolve_device
+from pyrogen.train import RUN_PRECISIONS, CheckpointError, resolve_device
 
 # ------------------------------------------------------------------------------ argparse
 
@@ -140,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--precision",
             default="fp32",
-            choices=PRECISIONS,
+            choices=RUN_PRECISIONS,
             help="bf16: bfloat16 autocast inside the model's networks during training "
-            "(log-weights, losses and evaluation stay float32)",
+            "(log-weights, losses and evaluation stay float32); fp64: the whole model and "
+            "data in float64 (slower; runs on any number of processes agree to rounding)",
         )
         g.add_argument(
             "--compile",

@@ -146,7 +146,8 @@ class RunConfig:
         images, with no validation); ``"train"`` validates on ``"valid"``.
     :ivar str precision: ``"fp32"``, or ``"bf16"``: bfloat16 autocast inside the model's
         networks during training (:mod:`pyrogen.accelerate`; log-weights, losses and
-        evaluation stay float32).
+        evaluation stay float32), or ``"fp64"``: the model, its training and its
+        evaluation in float64.
     :ivar bool compile: ``torch.compile`` the model's networks (eager, with a warning
         naming the family and the reason, where that does not work).
     """
@@ -336,6 +337,8 @@ class Run:
         )
         run = cls(RunConfig.from_dict(record), out, root=root, info=info)
         run.build()
+        if run.config.precision == "fp64":  # before loading, so nothing is rounded
+            run.model.double()
         state = load_checkpoint(out, map_location="cpu")
         run.learner.load_state_dict(state["learner"])
         run.model.to(resolve_device(device))
@@ -382,6 +385,9 @@ class Run:
         if limit is not None and limit < len(data):
             gen = torch.Generator().manual_seed(int(seed))
             data = data[torch.randperm(len(data), generator=gen)[:limit]]
+        ref = next(iter(self.model.parameters()), None)
+        if ref is not None and ref.dtype == torch.float64 and data.is_floating_point():
+            data = data.double()  # a float64 run is scored in float64
         option = self.family.sample_option
         if num_samples is not None:
             if option is None:

@@ -584,12 +584,21 @@ def _to_float(v) -> float:
     return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
 
 
-def _move(batch, device):
+def _move(batch, device, dtype: torch.dtype | None = None):
+    """``batch`` (a tensor, or nested lists / tuples of them) on ``device``, its floating
+    tensors cast to ``dtype`` when one is given (``precision="fp64"``)."""
     if isinstance(batch, torch.Tensor):
+        if dtype is not None and batch.is_floating_point():
+            return batch.to(device, dtype, non_blocking=True)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, list | tuple):
-        return type(batch)(_move(b, device) for b in batch)
+        return type(batch)(_move(b, device, dtype) for b in batch)
     return batch
+
+
+#: what ``precision=`` accepts: the network precisions of :mod:`pyrogen.accelerate`, and
+#: ``"fp64"`` (the whole model and every training batch in float64)
+RUN_PRECISIONS = (*PRECISIONS, "fp64")
 
 
 def validate(
@@ -598,10 +607,11 @@ def validate(
     batch_size: int,
     device: torch.device,
     world: distributed.World | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Average ``learner.evaluate`` over ``data`` (weighted by batch size). With a ``world``
     of several ranks, each evaluates its contiguous share of ``data`` and the totals are
-    summed over ranks."""
+    summed over ranks. ``dtype``: cast floating batches to it (float64 runs)."""
     world = world or distributed.World()
     if world.size > 1:
         index = distributed.shard_indices(torch.arange(_num_examples(data)), world.rank, world.size)
@@ -612,7 +622,7 @@ def validate(
     totals: dict[str, float] = {}
     n = 0
     for batch in batches:
-        batch = _move(batch, device)
+        batch = _move(batch, device, dtype)
         m = batch.shape[0]
         for key, value in learner.evaluate(batch).items():
             totals[key] = totals.get(key, 0.0) + _to_float(value) * m
@@ -680,9 +690,11 @@ class Trainer:
         self.checkpoint_every = checkpoint_every or self.steps_per_epoch
         self.validate_every, self.log_every = validate_every, int(log_every)
         self.lr_schedule, self.callback = lr_schedule, callback
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in RUN_PRECISIONS:
+            raise ValueError(f"precision must be one of {RUN_PRECISIONS}, got {precision!r}")
         self.precision, self.compile, self.name = precision, bool(compile), name
+        #: the dtype training batches are cast to (None: as they come)
+        self.dtype = torch.float64 if precision == "fp64" else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []  # step outputs since the last sync
@@ -750,10 +762,18 @@ class Trainer:
     def accelerate(self) -> None:
         """Apply ``precision`` and ``compile`` to the networks of the learner's modules
         (:func:`pyrogen.accelerate.accelerate`: bfloat16 autocast and ``torch.compile`` inside
-        the networks only; log-densities, log-weights and losses stay float32)."""
-        if self.precision == "fp32" and not self.compile:
+        the networks only; log-densities, log-weights and losses stay float32). With
+        ``"fp64"``, every module of the learner is cast to float64 first (before a checkpoint
+        is loaded into it), and the networks are then compiled if asked."""
+        modules = _learner_modules(self.learner)
+        precision = self.precision
+        if precision == "fp64":
+            for module in modules:
+                module.double()
+            precision = "fp32"
+        if precision == "fp32" and not self.compile:
             return
-        accelerate(_learner_modules(self.learner), self.precision, self.compile, self.name)
+        accelerate(modules, precision, self.compile, self.name)
 
     def run(self) -> TrainResult:
         """Train to ``epochs`` (or ``max_steps``); returns a :class:`TrainResult`."""
@@ -808,7 +828,7 @@ class Trainer:
     def take_step(self, batch) -> None:
         """One learner step, then whatever falls due: a sync of the pending outputs, the
         end of the epoch, validation, a checkpoint."""
-        batch = _move(batch, self.device)
+        batch = _move(batch, self.device, self.dtype)
         if self.sync is not None:  # this rank's share of the global batch
             self.sync.examples = _num_examples(batch[0] if isinstance(batch, list) else batch)
         try:
@@ -889,7 +909,7 @@ class Trainer:
             return
         with preserved_rng():
             metrics = validate(
-                self.learner, self.val_data, self.batch_size, self.device, self.world
+                self.learner, self.val_data, self.batch_size, self.device, self.world, self.dtype
             )
         row = {"kind": "val", "step": self.step, "epoch": self.epoch, **metrics}
         self.record(row)
@@ -986,7 +1006,9 @@ def train(learner: Learner, train_data, **options) -> TrainResult:
     :param str precision: ``"fp32"`` (default) or ``"bf16"``: bfloat16 autocast inside the
         model's networks during training steps (:mod:`pyrogen.accelerate`); log-densities,
         importance log-weights, ``logsumexp`` and losses stay float32, and validation runs
-        in float32.
+        in float32. ``"fp64"``: the whole model and every batch in float64 (slower; for
+        runs that must agree to rounding, e.g. a Gibbs sampler's thresholds turn float32
+        rounding differences between one and several processes into different chains).
     :param bool compile: ``torch.compile`` the model's networks (a warning, and eager
         execution, where that fails or there is no network).
     :param str name: what those warnings call the model (e.g. its family).

@@ -239,3 +239,40 @@ def test_inductor_compiled_run_matches_eager():
     eager = _steps(steps=3)
     compiled = _steps(compile=True, steps=3)
     assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def _pcd_rbm(seed=0, d=16):
+    from pyrogen.infer import ContrastiveDivergence
+    from pyrogen.models import RBM
+
+    torch.manual_seed(seed)
+    rbm = RBM(d, 8, init_scale=0.1)
+    loss = ContrastiveDivergence(k=1, persistent=True, num_chains=20, seed=3)
+    return SVILearner(rbm, loss, optimizer=torch.optim.SGD(rbm.parameters(), lr=0.01))
+
+
+def test_fp64_trains_the_whole_model_in_float64_and_resumes_exactly(tmp_path):
+    """precision="fp64": parameters, chains and batches are float64 (float32 data and a
+    float32-built model in), a float64 checkpoint resumes into a freshly built float32
+    learner without rounding, and the run equals a model built in float64 from the start."""
+    data = _data().round()
+    options = dict(batch_size=20, seed=1, progress=False, epochs=1, checkpoint_every=1)
+    straight = _pcd_rbm()
+    train(straight, data, max_steps=6, precision="fp64", **options)
+    params = dict(straight.module.named_parameters())
+    assert all(p.dtype == torch.float64 for p in params.values())
+    assert straight.loss.chains["v"][0].dtype == torch.float64
+
+    train(_pcd_rbm(), data, max_steps=3, precision="fp64", out=tmp_path, **options)
+    resumed = _pcd_rbm()
+    train(resumed, data, max_steps=6, precision="fp64", out=tmp_path, **options)
+    for name, p in resumed.module.named_parameters():
+        torch.testing.assert_close(p, params[name], rtol=0, atol=0, msg=name)
+
+    by_hand = _pcd_rbm()
+    by_hand.module.double()
+    train(by_hand, data.double(), max_steps=6, **options)
+    for name, p in by_hand.module.named_parameters():
+        torch.testing.assert_close(p, params[name], rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="precision"):
+        train(_pcd_rbm(), data, max_steps=1, precision="fp16", **options)
