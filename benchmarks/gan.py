@@ -120,7 +120,7 @@ MODES = {
         "pilot_chains": 1,
         "temperatures": 100,
         "bdmc_examples": 8,
-        "sigma_grid": (0.025, 0.05, 0.1, 0.2),
+        "sigma_grid": (0.05, 0.1, 0.2, 0.3, 0.45),  # 0.2 was the edge of the first grid
         "sigma_images": 8,
         "sigma_chains": 2,
         "sigma_temperatures": 50,
