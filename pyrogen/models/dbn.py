@@ -100,7 +100,12 @@ from pyrogen.evaluate.importance import example_log_weights, importance_log_like
 from pyrogen.evaluate.result import LogLikelihood
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.greedy import StackRBM, greedy_stages
-from pyrogen.models.helmholtz import MAX_EXACT_LATENT_UNITS, SigmoidConditional, all_states
+from pyrogen.models.helmholtz import (
+    MAX_EXACT_LATENT_UNITS,
+    SigmoidConditional,
+    all_states,
+    enumerated_log_prob,
+)
 
 __all__ = ["DeepBeliefNetwork", "UpDownLearner"]
 
@@ -443,26 +448,8 @@ class DeepBeliefNetwork(GenerativeModel):
         log_z = top.log_partition("exact").log_z
         if self.num_layers == 1:
             return top.unnormalized_log_prob(x) - log_z
-        states = all_states(self.layer_sizes[-2], like)
-        log_marginal = top.unnormalized_log_prob(states) - log_z  # log p(h_{L-1})
-        for l in range(self.num_layers - 2, 0, -1):
-            here = all_states(self.layer_sizes[l], like)
-            a, b = states.shape[0], here.shape[0]
-            cond = self.generative[l].log_prob(
-                here.unsqueeze(0).expand(a, b, -1), states.unsqueeze(1).expand(a, b, -1)
-            )  # log p(h_l = here_b | h_{l+1} = states_a)
-            log_marginal = torch.logsumexp(log_marginal.unsqueeze(1) + cond, dim=0)
-            states = here
-        s = states.shape[0]
-        chunk = max(1, (1 << 22) // (s * self.num_features))
-        out = []
-        for xb in x.split(chunk):
-            n = xb.shape[0]
-            lp = self.generative[0].log_prob(
-                xb.unsqueeze(0).expand(s, n, -1), states.unsqueeze(1).expand(s, n, -1)
-            )
-            out.append(torch.logsumexp(log_marginal.unsqueeze(1) + lp, dim=0))
-        return torch.cat(out)
+        log_top = top.unnormalized_log_prob(all_states(self.layer_sizes[-2], like)) - log_z
+        return enumerated_log_prob(x, log_top, self.generative, self.layer_sizes[1:-1])
 
     def log_weights(self, x: torch.Tensor, num_particles: int, *, top_log_z=None) -> torch.Tensor:
         r"""Log importance weights :math:`\log p(x, h^{(k)}) - \log q(h^{(k)} \mid x)`,

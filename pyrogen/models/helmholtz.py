@@ -119,6 +119,56 @@ def all_states(num_units: int, like: torch.Tensor) -> torch.Tensor:
     return ((codes.unsqueeze(-1) >> shifts) & 1).to(like.dtype)
 
 
+def enumerated_log_prob(
+    x: torch.Tensor,
+    log_top: torch.Tensor,
+    conditionals: Sequence[nn.Module],
+    latent_sizes: Sequence[int],
+) -> torch.Tensor:
+    r"""Exact :math:`\log p(x)` per example, ``(N,)``, of a directed chain
+    :math:`p(h_K) \prod_{l=1}^{K-1} p(h_l \mid h_{l+1})\, p(x \mid h_1)` over binary latent
+    layers, by enumeration one layer at a time: the top marginal is carried down,
+
+    .. math::
+
+        \log p(h_l) = \log \sum_{h_{l+1}} p(h_{l+1})\, p(h_l \mid h_{l+1}), \qquad
+        \log p(x) = \log \sum_{h_1} p(h_1)\, p(x \mid h_1),
+
+    at a cost of :math:`\sum_l 2^{H_l + H_{l+1}}` conditional evaluations plus
+    :math:`2^{H_1}` per example. Shared by :meth:`HelmholtzMachine.log_prob` (a factorial
+    or NADE top prior) and :meth:`~pyrogen.models.dbn.DeepBeliefNetwork.log_prob` (the top
+    RBM's marginal).
+
+    :param x: the data, ``(N, D)``, of the conditionals' dtype.
+    :param log_top: :math:`\log p(h_K)` of every state of the top latent layer, in the order
+        of :func:`all_states`, ``(2^{H_K},)``.
+    :param conditionals: ``conditionals[l]`` gives :math:`\log p(h_l \mid h_{l+1})` (layer 0
+        is :math:`x`) by ``log_prob(value, context)``; :math:`K` of them.
+    :param latent_sizes: :math:`(H_1, \dots, H_K)`.
+    """
+    like = x
+    states = all_states(latent_sizes[-1], like)
+    log_marginal = log_top
+    for l in range(len(latent_sizes) - 1, 0, -1):
+        here = all_states(latent_sizes[l - 1], like)
+        a, b = states.shape[0], here.shape[0]
+        cond = conditionals[l].log_prob(
+            here.unsqueeze(0).expand(a, b, -1), states.unsqueeze(1).expand(a, b, -1)
+        )  # log p(h_l = here_b | h_{l+1} = states_a), (a, b)
+        log_marginal = torch.logsumexp(log_marginal.unsqueeze(1) + cond, dim=0)
+        states = here
+    s = states.shape[0]
+    chunk = max(1, (1 << 22) // (s * x.shape[-1]))
+    out = []
+    for xb in x.split(chunk):
+        n = xb.shape[0]
+        lp = conditionals[0].log_prob(
+            xb.unsqueeze(0).expand(s, n, -1), states.unsqueeze(1).expand(s, n, -1)
+        )  # (s, n)
+        out.append(torch.logsumexp(log_marginal.unsqueeze(1) + lp, dim=0))
+    return torch.cat(out)
+
+
 class SigmoidConditional(nn.Module):
     r"""A sigmoid belief net layer :math:`p(y \mid c) = \prod_j \mathrm{Bernoulli}(y_j \mid
     \sigma(f(c)_j))` with :math:`f` affine, or an MLP with one tanh hidden layer; without an
@@ -444,27 +494,8 @@ class HelmholtzMachine(GenerativeModel):
         like = gen[0].output_bias
         x = _floating(x, like)
         L = self.num_layers
-        states = [None] + [all_states(h, like) for h in self.latent_sizes]
-        top = states[L]
-        log_marginal = gen[L].log_prob(top, None)  # log p(h_L), (2^{H_L},)
-        for l in range(L - 1, 0, -1):
-            above, here = states[l + 1], states[l]
-            a, b = above.shape[0], here.shape[0]
-            cond = gen[l].log_prob(
-                here.unsqueeze(0).expand(a, b, -1), above.unsqueeze(1).expand(a, b, -1)
-            )  # log p(h_l = here_b | h_{l+1} = above_a), (a, b)
-            log_marginal = torch.logsumexp(log_marginal.unsqueeze(1) + cond, dim=0)
-        h1 = states[1]
-        s = h1.shape[0]
-        chunk = max(1, (1 << 22) // (s * self.num_features))
-        out = []
-        for xb in x.split(chunk):
-            n = xb.shape[0]
-            lp = gen[0].log_prob(
-                xb.unsqueeze(0).expand(s, n, -1), h1.unsqueeze(1).expand(s, n, -1)
-            )  # (s, n)
-            out.append(torch.logsumexp(log_marginal.unsqueeze(1) + lp, dim=0))
-        return torch.cat(out)
+        log_top = gen[L].log_prob(all_states(self.latent_sizes[-1], like), None)  # log p(h_L)
+        return enumerated_log_prob(x, log_top, gen, self.latent_sizes)
 
     def log_likelihood(
         self,
