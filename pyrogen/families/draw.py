@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pyrogen.families.base import DataInfo, Family, choice, option, register
+from pyrogen.families.vae import particle_learner, particle_loss
 
 
 @dataclass
@@ -77,23 +78,7 @@ class DRAWFamily(Family):
         )
 
     def loss(self, config: DRAWConfig):
-        from pyro.infer import Trace_ELBO
-
-        from pyrogen.infer import IWAE
-
-        k = config.num_particles
-        if config.objective == "iwae":
-            return IWAE(k, max_plate_nesting=1)
-        return Trace_ELBO(num_particles=k, vectorize_particles=k > 1, max_plate_nesting=2)
+        return particle_loss(config.objective, config.num_particles)
 
     def learner(self, model, config: DRAWConfig, lr: float):
-        from pyrogen.infer import IWAE
-        from pyrogen.train import SVILearner
-
-        # Validation reports the IWAE bound with the training k (the ELBO when k = 1).
-        return SVILearner(
-            model,
-            self.loss(config),
-            lr=lr,
-            eval_loss=IWAE(config.num_particles, max_plate_nesting=1),
-        )
+        return particle_learner(model, self.loss(config), config.num_particles, lr)

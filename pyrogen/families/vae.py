@@ -13,6 +13,30 @@ from pyrogen.families.base import DataInfo, Family, choice, option, register
 DECODERS = {"burda": None, "wu10": 10, "wu50": 50}
 
 
+def particle_loss(objective: str, num_particles: int, estimator: str = "iwae"):
+    """The training loss of a family of Pyro-model VAEs (``vae``, ``draw``):
+    ``objective="iwae"``, the IWAE bound with ``num_particles`` particles and its gradient
+    ``estimator``; ``"elbo"``, Pyro's ``Trace_ELBO`` averaged over the particles
+    (vectorized when there are several)."""
+    from pyro.infer import Trace_ELBO
+
+    from pyrogen.infer import IWAE
+
+    k = num_particles
+    if objective == "iwae":
+        return IWAE(k, estimator=estimator, max_plate_nesting=1)
+    return Trace_ELBO(num_particles=k, vectorize_particles=k > 1, max_plate_nesting=2)
+
+
+def particle_learner(model, loss, num_particles: int, lr: float):
+    """An :class:`~pyrogen.train.SVILearner` of ``model`` on ``loss`` whose validation
+    reports the IWAE bound with the training number of particles (the ELBO when it is 1)."""
+    from pyrogen.infer import IWAE
+    from pyrogen.train import SVILearner
+
+    return SVILearner(model, loss, lr=lr, eval_loss=IWAE(num_particles, max_plate_nesting=1))
+
+
 @dataclass
 class VAEConfig:
     """Hyper-parameters of the VAE / IWAE family (Burda et al. 2015 architectures, or the
@@ -94,23 +118,7 @@ class VAEFamily(Family):
         return VAE.wu(DECODERS[config.decoder], info.num_features, **kwargs)
 
     def loss(self, config: VAEConfig):
-        from pyro.infer import Trace_ELBO
-
-        from pyrogen.infer import IWAE
-
-        k = config.num_particles
-        if config.objective == "iwae":
-            return IWAE(k, estimator=config.estimator, max_plate_nesting=1)
-        return Trace_ELBO(num_particles=k, vectorize_particles=k > 1, max_plate_nesting=2)
+        return particle_loss(config.objective, config.num_particles, config.estimator)
 
     def learner(self, model, config: VAEConfig, lr: float):
-        from pyrogen.infer import IWAE
-        from pyrogen.train import SVILearner
-
-        # Validation reports the IWAE bound with the training k (the ELBO when k = 1).
-        return SVILearner(
-            model,
-            self.loss(config),
-            lr=lr,
-            eval_loss=IWAE(config.num_particles, max_plate_nesting=1),
-        )
+        return particle_learner(model, self.loss(config), config.num_particles, lr)
