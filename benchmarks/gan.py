@@ -79,6 +79,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import machine, markdown_table  # noqa: E402
+from helmholtz_speed import measure  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
 from pyrogen.evaluate import bidirectional_monte_carlo, decoder_log_likelihood  # noqa: E402
@@ -436,21 +437,6 @@ def hand_gan_step(generator, disc, latent_dim: int, x: torch.Tensor):
     return step
 
 
-def measure(steps: dict, n_steps: int, rounds: int, warmup: int = 2) -> dict:
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    names = list(steps)
-    times = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            for _ in range(n_steps):
-                steps[name]()
-            times[name].append((time.perf_counter() - start) / n_steps)
-    return times
-
-
 def speed_table(x: torch.Tensor, cfg, seed: int) -> list[dict]:
     rows = []
     for d in LATENT_SIZES:
@@ -465,6 +451,7 @@ def speed_table(x: torch.Tensor, cfg, seed: int) -> list[dict]:
             },
             cfg["speed_steps"],
             cfg["speed_rounds"],
+            warmup=2,
         )
         ratio = statistics.median(a / b for a, b in zip(times["pyrogen"], times["hand"]))
         rows.append(

@@ -175,6 +175,9 @@ def contenders(base, x, k: int, kind: str) -> dict:
 
 
 def measure(steps: dict, n_steps: int, rounds: int, warmup: int) -> dict:
+    """Seconds per step of each contender (``steps``: name -> a function taking one step),
+    one entry per round: ``warmup`` untimed steps each, then ``rounds`` rounds of ``n_steps``
+    steps of every contender in a rotated order (also used by ``benchmarks/gan.py``)."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()
