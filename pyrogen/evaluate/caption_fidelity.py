@@ -144,7 +144,7 @@ from pyrogen.data.captions import (
     CaptionVocabulary,
     load_mnist_captions,
 )
-from pyrogen.evaluate.quality import default_classifier_dir
+from pyrogen.evaluate.quality import default_classifier_dir, save_atomically
 
 __all__ = [
     "ATTRIBUTES",
@@ -924,9 +924,7 @@ def caption_classifier(
             f"training images), on {len(test)} real test images:\n{scores.markdown()}\n"
             f"saved to {path}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(
+    save_atomically(
         {
             "state_dict": net.state_dict(),
             "config": net.config,
@@ -943,7 +941,6 @@ def caption_classifier(
                 "test_size": len(test),
             },
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)
     return net

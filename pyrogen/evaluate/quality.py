@@ -374,6 +374,17 @@ def default_classifier_dir() -> Path:
     return cache_dir() / "quality"
 
 
+def save_atomically(state: dict, path: Path) -> None:
+    """``torch.save(state, path)`` without ever leaving a partial file at ``path``: written
+    to a temporary file beside it (its folder created when missing), then moved into place
+    with :func:`os.replace`. How the cached classifiers (:func:`feature_classifier`,
+    :func:`~pyrogen.evaluate.caption_fidelity.caption_classifier`) are written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def feature_classifier(
     dataset: str = "mnist",
     *,
@@ -430,9 +441,7 @@ def feature_classifier(
             f"{dataset} feature classifier: test accuracy {net.test_accuracy:.4f} "
             f"({len(test)} test images, {epochs} epochs on {len(train)}), saved to {path}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(
+    save_atomically(
         {
             "state_dict": net.state_dict(),
             "config": {**config, "image_shape": list(config["image_shape"])},
@@ -443,9 +452,8 @@ def feature_classifier(
             "seed": int(seed),
             "train_size": len(train),
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)
     return net
 
 
