@@ -1,11 +1,6 @@
 """Log-likelihood estimators with reliability diagnostics, behind one entry point
 (:func:`log_likelihood`) and one result type (:class:`LogLikelihood`)."""
 
-from pyrogen.evaluate.caption_fidelity import (
-    CaptionFidelity,
-    caption_classifier,
-    caption_fidelity,
-)
 from pyrogen.evaluate.decoder_ais import (
     HMC,
     BDMCResult,
@@ -32,12 +27,9 @@ __all__ = [
     "HMC",
     "KHAT_THRESHOLD",
     "BDMCResult",
-    "CaptionFidelity",
     "ParzenWarning",
     "annealing_schedule",
     "bidirectional_monte_carlo",
-    "caption_classifier",
-    "caption_fidelity",
     "decoder_log_likelihood",
     "parzen_log_likelihood",
     "LogLikelihood",
