@@ -1,4 +1,4 @@
-"""Caption fidelity (pyrogen.evaluate.caption_fidelity): the attributes of captions, the
+"""Caption fidelity (pyrogen.models.caption_fidelity): the attributes of captions, the
 seen / held-out report on a hand-made case, bad input, and a classifier trained briefly on
 real MNIST-with-captions images (its accuracy measured, real vs shuffled captions, the
 cache).
@@ -18,9 +18,9 @@ import torch
 from conftest import requires_data
 from torch.utils.data import TensorDataset
 
-import pyrogen.evaluate.caption_fidelity as cf
+import pyrogen.models.caption_fidelity as cf
 from pyrogen.data.captions import load_mnist_captions
-from pyrogen.evaluate.caption_fidelity import (
+from pyrogen.models.caption_fidelity import (
     ATTRIBUTES,
     COLOUR_ATTRIBUTES,
     NO_COLOUR,

@@ -378,7 +378,7 @@ def save_atomically(state: dict, path: Path) -> None:
     """``torch.save(state, path)`` without ever leaving a partial file at ``path``: written
     to a temporary file beside it (its folder created when missing), then moved into place
     with :func:`os.replace`. How the cached classifiers (:func:`feature_classifier`,
-    :func:`~pyrogen.evaluate.caption_fidelity.caption_classifier`) are written."""
+    :func:`~pyrogen.models.caption_fidelity.caption_classifier`) are written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
