@@ -56,6 +56,12 @@ from pyrogen.distributions.energy import EnergyBasedDistribution
 from pyrogen.infer._weights import ParticleRecorder
 
 
+def _rank_sizes(total: int, world_size: int) -> list[int]:
+    """How many of ``total`` rows each rank holds (contiguous shares, as
+    ``torch.tensor_split`` cuts them)."""
+    return [len(c) for c in torch.arange(int(total)).tensor_split(int(world_size))]
+
+
 class ContrastiveDivergence(ELBO):
     r"""CD-k / PCD-k loss for models whose observed sites are energy-based distributions.
 
@@ -151,7 +157,7 @@ class ContrastiveDivergence(ELBO):
         if share is not None and share[1] == rows:
             return share
         if persistent_total is not None:
-            sizes = [len(c) for c in torch.arange(persistent_total).tensor_split(world.size)]
+            sizes = _rank_sizes(persistent_total, world.size)
         else:
             sizes = [int(n) for n in world.all_gather(int(rows))]
         share = (sum(sizes[: world.rank]), rows, sum(sizes))
@@ -187,12 +193,19 @@ class ContrastiveDivergence(ELBO):
             return (x.detach(),)
         state = self.chains.get(name)
         if state is None:
-            m = self.num_chains or x.shape[0]
-            if self.num_chains and self.seed is not None:  # this rank's share of the chains
-                world = distributed.world()
-                m = len(torch.arange(m).tensor_split(world.size)[world.rank])
+            m = self._fresh_chains(x)
             state = (x[:m].detach().clone(),) if m <= x.shape[0] else dist.init_chains(m)
         return state
+
+    def _fresh_chains(self, x) -> int:
+        """How many persistent chains this rank starts: ``num_chains`` (with a ``seed``, this
+        rank's share of them), or the batch's rows."""
+        if not self.num_chains:
+            return x.shape[0]
+        if self.seed is None:
+            return self.num_chains
+        world = distributed.world()
+        return _rank_sizes(self.num_chains, world.size)[world.rank]
 
     def _site_surrogate(self, site, accumulate: bool = False):
         """The site's surrogate (times its scale) and whether its gradient has already been
@@ -202,16 +215,14 @@ class ContrastiveDivergence(ELBO):
         x = x.reshape(-1, x.shape[-1])
         noise = None
         if self.seed is not None:
-            fresh = self.persistent and name not in self.chains
+            state = self.chains.get(name) if self.persistent else None
+            if state is not None:
+                rows = state[0].shape[0]
+            else:
+                rows = self._fresh_chains(x) if self.persistent else x.shape[0]
             total = self.num_chains if self.persistent and self.num_chains else None
-            rows = x.shape[0]
-            if self.persistent and not fresh:
-                rows = self.chains[name][0].shape[0]
-            elif total is not None:
-                world = distributed.world()
-                rows = len(torch.arange(total).tensor_split(world.size)[world.rank])
-            offset, rows, total = self._share(name, rows, total)
-            noise = _rng.RowNoise(self._noise_generator(x.device), offset, rows, total)
+            share = self._share(name, rows, total)
+            noise = _rng.RowNoise(self._noise_generator(x.device), *share)
         with _rng.row_noise(noise):
             surrogate, chains, done = dist.contrastive_divergence(
                 x,
