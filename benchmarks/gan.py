@@ -82,7 +82,11 @@ from _common import machine, markdown_table  # noqa: E402
 from helmholtz_speed import measure  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
-from pyrogen.evaluate import bidirectional_monte_carlo, decoder_log_likelihood  # noqa: E402
+from pyrogen.evaluate import (  # noqa: E402
+    bidirectional_monte_carlo,
+    decoder_log_likelihood,
+    frechet_distance,
+)
 from pyrogen.infer import MMD, Adversarial  # noqa: E402
 from pyrogen.models import LinearGaussianVAE  # noqa: E402
 from pyrogen.models.gan import Generator, MLPDiscriminator  # noqa: E402
@@ -130,6 +134,16 @@ MODES = {
         "ppca_temperatures": 1000,
         "speed_rounds": 7,
         "speed_steps": 10,
+        "sample_count": 10_000,
+        "parzen_test": 1000,
+        "parzen_valid": 1000,
+        "frechet_samples": 5000,
+        "iwae_epochs": 5,
+        "iwae_particles": 5,
+        "iwae_test": 100,
+        "iwae_is_samples": 5000,
+        "iwae_ais_chains": 16,
+        "iwae_ais_temperatures": 1000,
     },
     "smoke": {
         "train_examples": 400,
@@ -148,6 +162,16 @@ MODES = {
         "ppca_temperatures": 3,
         "speed_rounds": 1,
         "speed_steps": 1,
+        "sample_count": 200,
+        "parzen_test": 20,
+        "parzen_valid": 20,
+        "frechet_samples": 100,
+        "iwae_epochs": 1,
+        "iwae_particles": 2,
+        "iwae_test": 4,
+        "iwae_is_samples": 20,
+        "iwae_ais_chains": 2,
+        "iwae_ais_temperatures": 5,
     },
 }
 
@@ -412,6 +436,228 @@ def linear_gaussian_text(check) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- Parzen, Fréchet
+
+#: Goodfellow et al. (2014), Table 1: Parzen-window log-likelihood of their MNIST GAN
+GOODFELLOW_PARZEN = (225.0, 2.0)
+
+
+@torch.no_grad()
+def draw_samples(decoder, latent_dim: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` decoder means :math:`G(z)`, :math:`z \\sim \\mathcal N(0, I)` (seeded), in
+    batches of 1000; the decoder in eval mode (batch norm)."""
+    g = torch.Generator().manual_seed(seed)
+    module = decoder if isinstance(decoder, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        out = [
+            decoder(torch.randn(min(1000, n - i), latent_dim, generator=g)).reshape(
+                min(1000, n - i), -1
+            )
+            for i in range(0, n, 1000)
+        ]
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return torch.cat(out)
+
+
+def sample_scores(decoder, latent_dim, valid, parzen_test, cfg, seed, classifier):
+    """Parzen window (bandwidth chosen on validation images) and the Fréchet distance in
+    the features of pyrogen's MNIST classifier, both from the same seeded samples."""
+    import warnings
+
+    from pyrogen.evaluate import ParzenWarning, parzen_log_likelihood
+
+    samples = draw_samples(decoder, latent_dim, cfg["sample_count"], seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParzenWarning)  # printed once, in the table's note
+        parzen = parzen_log_likelihood(
+            samples, parzen_test, validation=valid[: cfg["parzen_valid"]]
+        )
+    frechet = frechet_distance(
+        samples[: cfg["frechet_samples"]], FRECHET_REFERENCE[0], classifier.features
+    )
+    return {
+        "parzen_mean": parzen.mean,
+        "parzen_stderr": parzen.stderr,
+        "parzen_bandwidth": parzen.diagnostics["bandwidth"],
+        "frechet": float(frechet),
+        "sample_seconds": time.perf_counter() - start,
+    }
+
+
+def quality_classifier(mode: str):
+    """pyrogen's MNIST feature classifier (trained once and cached,
+    :func:`pyrogen.evaluate.feature_classifier`); in smoke mode an untrained one with a
+    fixed initialisation, so the smoke run does not train a classifier."""
+    from pyrogen.evaluate import feature_classifier
+    from pyrogen.evaluate.quality import FeatureClassifier
+
+    if mode == "smoke":
+        torch.manual_seed(0)
+        return FeatureClassifier().eval(), "Feature classifier: untrained (smoke mode)."
+    net = feature_classifier("mnist")
+    return net, (
+        f"Feature classifier: pyrogen's MNIST classifier (feature_classifier('mnist')), "
+        f"test accuracy {net.test_accuracy:.4f}."
+    )
+
+
+#: the Fréchet reference set (the dequantized test images), filled by ``_run``
+FRECHET_REFERENCE: list = [None]
+
+
+def parzen_text(rows, cfg, real_frechet) -> str:
+    pub = GOODFELLOW_PARZEN
+    body = []
+    for r in rows:
+        if "parzen_mean" not in r:
+            continue
+        body.append(
+            [
+                f"{r['kind']}-{r['latent_dim']}",
+                f"{r['parzen_mean']:.1f} ± {r['parzen_stderr']:.1f}",
+                f"{r['parzen_bandwidth']:.3g}",
+                f"{_fmt(r.get('ais_mean'))}",
+                f"{r['frechet']:.2f}",
+                f"{pub[0]:.0f} ± {pub[1]:.0f} (GAN)" if r["kind"] == "GAN" else "-",
+            ]
+        )
+    return (
+        f"Sample-based scores, from {cfg['sample_count']} seeded samples G(z) of each model: "
+        f"the Parzen-window log-likelihood of {cfg['parzen_test']} dequantized test images "
+        f"(bandwidth chosen on {cfg['parzen_valid']} validation images; BIASED, shown only "
+        "beside Goodfellow et al.'s 2014 table, whose GAN scored 225 ± 2 on 10,000 test "
+        "images), and the Fréchet distance of the first "
+        f"{cfg['frechet_samples']} samples to the dequantized MNIST test images in the "
+        "features of pyrogen's own MNIST classifier (lower is better; not the Inception FID). "
+        f"Real data for scale: {cfg['frechet_samples']} dequantized training images score a "
+        f"Fréchet distance of {real_frechet:.2f}.\n\n"
+        + markdown_table(
+            [
+                "model",
+                "Parzen log p(x) ± SE",
+                "bandwidth",
+                "AIS (table above)",
+                "Fréchet",
+                "Goodfellow et al. Parzen",
+            ],
+            body,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+#: Wu et al. (2017), Table 1: an IWAE on binarized MNIST, AIS against the IWAE bound, as
+#: quoted in issue 12 (not confirmed by search)
+WU_TABLE1 = {"AIS": -85.68, "IWAE bound": -86.90}
+
+
+def iwae_check(cfg, seed):
+    """Wu et al.'s Table 1 in small: an IWAE (Burda et al.'s one-layer network, k particles)
+    trained on the fixed binarized MNIST, scored on the same seeded test images by the
+    importance-sampled bound with its training k, with K = ``iwae_is_samples``, and by AIS
+    with HMC started from the encoder (Bernoulli observation). AIS is a stochastic lower
+    bound that tightens with the number of temperatures, so it should sit above both
+    importance-sampled bounds."""
+    from pyrogen.families.vae import particle_loss
+    from pyrogen.models import VAE
+
+    train_set = load("binarized_mnist", split="train").tensor().float()
+    train_set = train_set.reshape(train_set.shape[0], -1)[: cfg["train_examples"]]
+    test_all = load("binarized_mnist", split="test").tensor().float()
+    test_all = test_all.reshape(test_all.shape[0], -1)
+    g = torch.Generator().manual_seed(seed)
+    test = test_all[torch.randperm(test_all.shape[0], generator=g)[: cfg["iwae_test"]]]
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
+    model = VAE.burda(784, layers=1, pixel_mean=train_set.mean(0))
+    k = cfg["iwae_particles"]
+    learner = SVILearner(model, particle_loss("iwae", k), lr=1e-3)
+    start = time.perf_counter()
+    steps = 0
+    for xb in _batches(train_set, 100, cfg["iwae_epochs"], seed):
+        learner.step(xb)
+        steps += 1
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    out = {
+        "epochs": cfg["iwae_epochs"],
+        "steps": steps,
+        "particles": k,
+        "train_seconds": train_seconds,
+        "test_images": test.shape[0],
+        "published": WU_TABLE1,
+        "estimates": [],
+    }
+    runs = [
+        (f"IWAE bound, k = {k} (training k)", "is", k),
+        (f"IWAE bound, k = {cfg['iwae_is_samples']}", "is", cfg["iwae_is_samples"]),
+        (
+            f"AIS from the encoder, {cfg['iwae_ais_chains']} chains, "
+            f"{cfg['iwae_ais_temperatures']} temperatures",
+            "ais",
+            None,
+        ),
+    ]
+    for label, how, samples in runs:
+        start = time.perf_counter()
+        if how == "is":
+            ll = model.log_likelihood(test, num_samples=samples, progress=False, seed=seed)
+        else:
+            ll = model.ais_log_likelihood(
+                test,
+                num_chains=cfg["iwae_ais_chains"],
+                num_temperatures=cfg["iwae_ais_temperatures"],
+                pilot_chains=cfg["pilot_chains"],
+                batch_size=test.shape[0],
+                progress=False,
+                seed=seed,
+            )
+        out["estimates"].append(
+            {
+                "label": label,
+                "mean": ll.mean,
+                "stderr": ll.stderr,
+                "mc_stderr": ll.mc_stderr,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    ais, big = out["estimates"][2]["mean"], out["estimates"][1]["mean"]
+    out["ais_above_iwae"] = bool(ais > big)
+    out["ais_minus_iwae"] = ais - big
+    return out
+
+
+def iwae_text(check) -> str:
+    rows = [
+        [
+            e["label"],
+            f"{e['mean']:.2f} ± {e['stderr']:.2f} (MC {e['mc_stderr']:.2f})",
+            f"{e['seconds']:.0f}",
+        ]
+        for e in check["estimates"]
+    ]
+    pub = check["published"]
+    return (
+        f"Wu et al. Table 1 in small: an IWAE (k = {check['particles']}, Burda et al.'s "
+        f"784-200-200-50 network) trained {check['epochs']} epochs ({check['steps']} steps, "
+        f"{check['train_seconds']:.0f} s) on the fixed binarized MNIST, test log-likelihood "
+        f"of {check['test_images']} seeded random test images (same images for every row):\n\n"
+        + markdown_table(["estimator", "test log p(x) ± SE (MC SE)", "seconds"], rows)
+        + f"\n\nAIS minus the k = {check['estimates'][1]['label'].split('= ')[-1]} bound: "
+        f"{check['ais_minus_iwae']:+.2f} nats (AIS above: "
+        f"{'yes' if check['ais_above_iwae'] else 'NO'}). Wu et al. (after full training): AIS "
+        f"{pub['AIS']} against the IWAE bound {pub['IWAE bound']} (issue 12 text, not confirmed)."
+    )
+
+
 # ----------------------------------------------------------------------------- speed
 
 
@@ -556,6 +802,18 @@ def _run(args) -> int:
     check_text = linear_gaussian_text(check)
     print("\n" + check_text + "\n", flush=True)
 
+    classifier, classifier_note = quality_classifier(mode)
+    print(classifier_note, flush=True)
+    g = torch.Generator().manual_seed(args.seed + 7)
+    test_grey = load("mnist", split="test").tensor().float()
+    test_grey = test_grey.reshape(test_grey.shape[0], -1)
+    FRECHET_REFERENCE[0] = dequantize(test_grey, g)
+    pick = torch.randperm(test_grey.shape[0], generator=g)[: cfg["parzen_test"]]
+    parzen_test = FRECHET_REFERENCE[0][pick]
+    real_frechet = float(
+        frechet_distance(train[: cfg["frechet_samples"]], FRECHET_REFERENCE[0], classifier.features)
+    )
+
     rows = []
     for d in LATENT_SIZES:
         for kind in KINDS:
@@ -569,10 +827,12 @@ def _run(args) -> int:
                 continue
             row["train"] = rec
             row.update(score_model(decoder, d, valid, test, cfg, args.seed))
+            row.update(sample_scores(decoder, d, valid, parzen_test, cfg, args.seed, classifier))
             print(
                 f"{kind}-{d}: sigma {row['sigma']}, AIS {row['ais_mean']:.1f} ± "
                 f"{row['ais_stderr']:.1f} (MC {row['ais_mc_stderr']:.1f}), BDMC gap "
-                f"{row['bdmc_gap']:.1f} ({row['ais_seconds']:.0f} + {row['bdmc_seconds']:.0f} s)",
+                f"{row['bdmc_gap']:.1f} ({row['ais_seconds']:.0f} + {row['bdmc_seconds']:.0f} s); "
+                f"Parzen {row['parzen_mean']:.1f}, Fréchet {row['frechet']:.2f}",
                 flush=True,
             )
             rows.append(row)
@@ -589,6 +849,15 @@ def _run(args) -> int:
         + f"\n\nTarget ordering (VAE above GAN and GMMN, AIS means): {order_text}"
     )
     print("\n" + text, flush=True)
+
+    sample_text = parzen_text(rows, cfg, real_frechet) + "\n\n" + classifier_note
+    print("\n" + sample_text, flush=True)
+    text += "\n\n" + sample_text
+
+    iwae = iwae_check(cfg, args.seed)
+    iwae_md = iwae_text(iwae)
+    print("\n" + iwae_md, flush=True)
+    text += "\n\n" + iwae_md
 
     text += "\n\n" + check_text
 
@@ -641,6 +910,9 @@ def _run(args) -> int:
         "published": {f"{k}-{d}": v for (k, d), v in PUBLISHED.items()},
         "published_source": PUBLISHED_SOURCE,
         "linear_gaussian": check,
+        "real_data_frechet": real_frechet,
+        "classifier": classifier_note,
+        "iwae_table1": iwae,
         "speed": speed,
         "wall_seconds": total,
     }

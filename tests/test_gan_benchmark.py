@@ -81,6 +81,20 @@ def test_hand_written_step_makes_the_same_update_as_the_learner(gan, float64):
     assert any((p.grad is not None) for p in hand_g.parameters())
 
 
+def test_samples_are_seeded_decoder_means_and_eval_mode_is_restored(gan):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Dropout(0.5))
+    net.train()
+    a = gan.draw_samples(net, 3, 2500, seed=4)
+    b = gan.draw_samples(net, 3, 2500, seed=4)
+    assert a.shape == (2500, 5) and torch.equal(a, b)  # seeded; dropout off (eval mode)
+    assert net.training  # and the module's own mode is given back
+    z = torch.randn(1000, 3, generator=torch.Generator().manual_seed(4))
+    # the first batch of 1000 is the decoder (in eval mode) at the seed's first 1000 latents
+    assert torch.allclose(a[:1000], net.eval()(z), atol=1e-6)
+    assert not torch.equal(a, gan.draw_samples(net, 3, 2500, seed=5))
+
+
 def test_ordering_needs_the_vae_above_both(gan):
     rows = [
         {"kind": "VAE", "latent_dim": 10, "ais_mean": 5.0},
@@ -118,6 +132,19 @@ def test_smoke_run_writes_every_table(gan, tmp_path):
     speed = record["speed"]
     assert [r["latent_dim"] for r in speed] == [10, 50]
     assert all(r["ms_pyrogen"] > 0 and r["ms_hand"] > 0 for r in speed)
+    for key, r in rows.items():
+        if "error" not in r:  # the sample scores of every model
+            assert math.isfinite(r["parzen_mean"]) and r["parzen_bandwidth"] > 0, key
+            assert r["frechet"] >= 0, key
+    assert math.isfinite(record["real_data_frechet"])
+    iwae = record["iwae_table1"]
+    labels = [e["label"] for e in iwae["estimates"]]
+    assert labels[0].startswith("IWAE bound") and labels[2].startswith("AIS from the encoder")
+    assert all(math.isfinite(e["mean"]) and e["mean"] < 0 for e in iwae["estimates"])
+    assert iwae["ais_minus_iwae"] == pytest.approx(
+        iwae["estimates"][2]["mean"] - iwae["estimates"][1]["mean"]
+    )
     table = (tmp_path / "gan_smoke.md").read_text()
     assert "| GAN-10 |" in table and "991.4 ± 6.5" in table
+    assert "225 ± 2 (GAN)" in table and "Fréchet" in table and "-85.68" in table
     assert "Linear-Gaussian check" in table and "hand-written (ms)" in table
