@@ -315,6 +315,40 @@ def _gan(record: dict, source: str) -> list[Row]:
                 extra=extra,
             )
         )
+    rows.extend(_gan_iwae(record, source))
+    return rows
+
+
+def _gan_iwae(record: dict, source: str) -> list[Row]:
+    """benchmarks/gan.py's ``iwae_table1``: one IWAE on binarized MNIST scored by the IWAE
+    bound (training k and a large K) and by AIS from the encoder, as ``estimates`` of
+    ``{label, mean, stderr, mc_stderr}`` on ``test_images`` images."""
+    table = record.get("iwae_table1") or {}
+    budget = (
+        f"{table.get('epochs')} epochs ({table.get('steps')} steps, batch 100), "
+        f"{table.get('train_seconds', 0) / 60:.1f} min"
+    )
+    published = table.get("published") or {}
+    rows = []
+    for e in table.get("estimates", []):
+        is_bound = e["label"].startswith("IWAE bound")
+        pub = published.get("IWAE bound" if is_bound else "AIS")
+        rows.append(
+            Row(
+                family=f"VAE: IWAE (k={table.get('particles')}, 784-200-200-50)",
+                dataset=BINARIZED_MNIST,
+                log_likelihood=float(e["mean"]),
+                stderr=e.get("stderr"),
+                mc_stderr=e.get("mc_stderr"),
+                estimator=f"{e['label']}, {table.get('test_images')} test images",
+                bound=is_bound,
+                diagnostics="",
+                published=f"{pub:.2f} (Wu et al. 2017, Table 1)" if pub is not None else "",
+                budget=budget,
+                date=_date(record),
+                source=source,
+            )
+        )
     return rows
 
 

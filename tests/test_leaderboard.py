@@ -150,3 +150,34 @@ def test_gan_layout(tmp_path):
     assert cells["published"] == "328.8 ± 5.5 (Wu et al. 2017)"
     assert cells["training budget"] == "3 epochs (600 steps, batch 100), 1.5 min"
     assert notes == []
+
+
+def test_gan_layout_reads_the_iwae_table(tmp_path):
+    # benchmarks/gan.py's Wu et al. Table 1 in small: IWAE bounds (bounds) and AIS (not one)
+    record = {
+        "machine": MACHINE,
+        "rows": [],
+        "iwae_table1": {
+            "epochs": 5,
+            "steps": 2500,
+            "particles": 5,
+            "train_seconds": 120.0,
+            "test_images": 100,
+            "published": {"AIS": -85.68, "IWAE bound": -86.90},
+            "estimates": [
+                {"label": "IWAE bound, k = 5000", "mean": -95.0, "stderr": 2.0, "mc_stderr": 0.1},
+                {"label": "AIS from the encoder", "mean": -94.5, "stderr": 2.0, "mc_stderr": 0.2},
+            ],
+        },
+    }
+    (tmp_path / "gan.json").write_text(json.dumps(record))
+    rows, notes, _ = _leaderboard().gather(tmp_path)
+    rows = sorted(rows, key=lambda r: not r.bound)  # the table sorts by log-likelihood
+    assert [r.bound for r in rows] == [True, False]
+    cells = [dict(zip(_leaderboard().HEADER, r.cells())) for r in rows]
+    assert cells[0]["data set"] == "binarized MNIST (fixed binarization)"
+    assert cells[0]["published"] == "-86.90 (Wu et al. 2017, Table 1)"
+    assert cells[1]["published"] == "-85.68 (Wu et al. 2017, Table 1)"
+    assert cells[1]["test log-likelihood (nats)"] == "-94.50 ± 2.00 (MC ± 0.20)"
+    assert cells[1]["estimator"] == "AIS from the encoder, 100 test images"
+    assert cells[0]["training budget"] == "5 epochs (2500 steps, batch 100), 2.0 min"
