@@ -192,11 +192,23 @@ def _autoregressive(record: dict, source: str) -> list[Row]:
 
 
 def _rbm_quality(record: dict, source: str) -> list[Row]:
-    """benchmarks/rbm.py (quality): ``results.rbm`` / ``results.dbm``, AIS estimates."""
-    names = {"rbm": "RBM (PCD)", "dbm": "DBM"}
+    """benchmarks/rbm.py (quality): ``results.rbm`` / ``results.dbm`` / ``results.dbn``, AIS
+    estimates (a DBN's: importance sampling with the top RBM's AIS log Z); where a
+    ``bracket`` is recorded, its RAISE (conservative) and AIS (optimistic) ends on the same
+    images go in the diagnostics, and the run's ``seed`` in the budget."""
+    names = {"rbm": "RBM (PCD)", "dbm": "DBM", "dbn": "DBN (greedy + up-down)"}
     rows = []
     for key, r in record["results"].items():
         budget = f"{r['train_seconds'] / 60:.1f} min" if "train_seconds" in r else ""
+        if record.get("seed") is not None:
+            budget += f"{'; ' if budget else ''}seed {record['seed']}"
+        extra = ""
+        b = r.get("bracket")
+        if b:
+            extra = (
+                f"bracket RAISE {_num(b['lower'])}, AIS {_num(b['upper'])} on "
+                f"{b['raise'].get('num_examples', '?')} images"
+            )
         rows.append(
             _row(
                 r,
@@ -205,6 +217,7 @@ def _rbm_quality(record: dict, source: str) -> list[Row]:
                 budget=budget,
                 record=record,
                 source=source,
+                extra=extra,
             )
         )
     return rows

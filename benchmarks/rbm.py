@@ -1,4 +1,5 @@
-"""RBM benchmarks: training speed against scikit-learn and a bare PyTorch loop; quality by AIS.
+r"""RBM benchmarks: training speed against scikit-learn and a bare PyTorch loop; quality of an
+RBM, a DBM and a DBN by AIS beside RAISE.
 
 ``--speed`` times one epoch of PCD-1 on binarized MNIST (500 hidden units, batch 100,
 learning rate 0.1 for the batch-mean gradient, 100 persistent chains, no momentum: the
@@ -18,21 +19,53 @@ of a shared machine hits both alike; scikit-learn's ``fit`` runs whole epochs be
 Targets (issue #3): pyrogen <= 1.2x the bare loop, at least as fast as scikit-learn on
 float32 and >= 2x faster than scikit-learn on float64.
 
-``--quality`` trains a 500-hidden RBM with PCD-1 (by default 100 epochs of SGD with
-momentum 0.9, the learning rate decayed linearly to zero as Tieleman (2008) does;
-``--rbm-decay none --rbm-momentum 0.5`` is the constant-rate recipe, which did worse) and
-reports its AIS test log-likelihood beside Salakhutdinov & Murray (2008), and a two-layer
-DBM's variational bound beside Salakhutdinov & Hinton (2009). ``--models rbm`` or
-``--models dbm`` runs one of them. Both are built, trained and scored through
-:class:`pyrogen.runs.Run`, as ``pyrogen train rbm`` / ``pyrogen train dbm`` and ``pyrogen
-evaluate`` do. A smoke run: ``--quality --limit 1000 --rbm-epochs 1 --dbm-pretrain-epochs 1
---dbm-epochs 1 --test-limit 200 --ais-chains 10 --ais-betas 200`` (runs with ``--limit`` or
-``--test-limit`` write ``*_quick`` results).
+``--quality`` trains three energy-based models on binarized MNIST through
+:class:`pyrogen.runs.Run` (as ``pyrogen train rbm|dbm|dbn`` and ``pyrogen evaluate`` do) and
+scores them on the test images:
+
+* a 500-hidden **RBM**, PCD-1 with SGD, momentum 0.9 and the learning rate decayed linearly
+  to zero (Tieleman 2008; ``--rbm-decay none --rbm-momentum 0.5`` is the constant-rate
+  recipe, which did worse), beside Salakhutdinov & Murray (2008);
+* a 500-1000 **DBM** (greedy pre-training, then mean field + PCD), beside Salakhutdinov &
+  Hinton (2009); its AIS number is their variational bound: the mean-field lower bound on
+  :math:`-F(v)` minus an AIS :math:`\log \hat Z`;
+* a 500-500-2000 **DBN** (greedy CD-1 stack, then up-down fine-tuning), scored by
+  Salakhutdinov & Murray's estimator: importance sampling through the directed layers with
+  the recognition model as proposal (``--dbn-samples`` per image, on ``--dbn-test-limit``
+  images) and AIS for the top RBM's :math:`\log Z`.
+
+For the RBM and the DBM, AIS (optimistic: :math:`\mathbb E[\log \hat Z] \le \log Z`)
+and RAISE (conservative: a stochastic lower bound, reverse annealing from the test images,
+Burda, Grosse & Salakhutdinov 2015; :mod:`pyrogen.evaluate.reverse_ais`) are printed side by
+side on the same images (the first ``--raise-examples`` of the scored ones, which are a
+random subset fixed for every ``--seed``), one line per model::
+
+    <model>: AIS (upper-ish, optimistic) X ± se, ESS e/K, log-w std s | RAISE (conservative)
+    Y ± se, ESS median e/M, log-w std median s | gap X - Y nats on n test images
+
+(``±``: Monte Carlo errors; ESS and the spread of the log-weights say whether a few chains
+carry an estimate). The two bracket the test log-likelihood; a wide gap says neither is to
+be trusted yet. ``--seed`` seeds training and both estimators and goes into the results'
+name, ``results/rbm_quality[_<models>]_seed<N>[_quick].{json,md}``; two seeds' brackets are
+compared with :func:`brackets_overlap`. AIS and RAISE fit their base-rate models to the
+first 10,000 training images. ``--models rbm dbm`` runs some of them.
+
+**Budget.** The defaults (:data:`QUALITY_DEFAULTS`) are sized for about 25 CPU-minutes per
+seed on one thread of a 2020s x86 core: RBM 20 epochs, DBM 5 + 5 pre-training and 10 joint
+epochs, DBN 5 epochs per greedy RBM and 2 up-down epochs; AIS 100 chains x 5,000
+temperatures; RAISE 10 reverse chains x 1,000 temperatures on 100 test images; the DBN's
+importance sampling 500 samples on 1,000 test images. The papers' budgets (hundreds of
+epochs, 14,500 temperatures) are a flag away (``--rbm-epochs``, ``--ais-betas``, ...).
+
+``--quick`` is a smoke run in seconds (small layers, one epoch each, a few chains), not a
+result: it writes ``*_smoke`` files (tests/test_rbm_benchmark.py runs it). Runs with
+``--limit`` or ``--test-limit`` write ``*_quick`` results.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -47,6 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_results  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
+from pyrogen.evaluate.result import LogLikelihood, LogLikelihoodBracket  # noqa: E402
+from pyrogen.evaluate.reverse_ais import raise_log_likelihood  # noqa: E402
 from pyrogen.infer import ContrastiveDivergence  # noqa: E402
 from pyrogen.models.rbm import RBM  # noqa: E402
 from pyrogen.runs import Run, RunConfig  # noqa: E402
@@ -237,10 +272,51 @@ def speed(args) -> int:
     return 0 if all(c[3] for c in checks) else 1
 
 
+#: the default budget of ``--quality`` (one seed; see the module docs)
+QUALITY_DEFAULTS = {
+    "rbm_epochs": 20,
+    "dbm_pretrain_epochs": 5,
+    "dbm_epochs": 10,
+    "dbn_greedy_epochs": 5,
+    "dbn_updown_epochs": 2,
+    "ais_chains": 100,
+    "ais_betas": 5000,
+    "raise_examples": 100,
+    "raise_chains": 10,
+    "raise_betas": 1000,
+    "dbn_samples": 500,
+    "dbn_test_limit": 1000,
+}
+
+#: ``--quick``: a smoke run of the whole pipeline in seconds (tests/test_rbm_benchmark.py);
+#: architectures shrink too, and the labels say so
+QUICK = {
+    "limit": 300,
+    "test_limit": 40,
+    "rbm_hidden": 25,  # more than 20 in every top pair: log Z by AIS, not enumeration
+    "dbm_hidden": (30, 25),
+    "dbn_hidden": (30, 25, 40),
+    "rbm_epochs": 1,
+    "dbm_pretrain_epochs": 1,
+    "dbm_epochs": 1,
+    "dbn_greedy_epochs": 1,
+    "dbn_updown_epochs": 1,
+    "ais_chains": 20,
+    "ais_betas": 100,
+    "raise_examples": 10,
+    "raise_chains": 4,
+    "raise_betas": 50,
+    "dbn_samples": 20,
+    "dbn_test_limit": 20,
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speed", action="store_true", help="time PCD-1 epochs (see module docs)")
-    parser.add_argument("--quality", action="store_true", help="AIS test NLL of an RBM and a DBM")
+    parser.add_argument(
+        "--quality", action="store_true", help="AIS and RAISE test log-likelihoods (module docs)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (--speed)")
     parser.add_argument(
         "--blocks", type=int, default=25, help="interleaved slices per epoch (--speed)"
@@ -248,14 +324,21 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="use only the first N training images"
     )
-    parser.add_argument("--rbm-epochs", type=int, default=100, help="RBM epochs (--quality)")
+    parser.add_argument("--seed", type=int, default=0, help="training and estimator seed")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="--quality in seconds: small layers and budgets (a smoke test, not a result)",
+    )
+    parser.add_argument("--results", default=None, help="results folder (default results/)")
+    parser.add_argument("--rbm-epochs", type=int, default=None, help="RBM epochs (--quality)")
     parser.add_argument("--rbm-lr", type=float, default=1e-4, help="RBM SGD lr, summed gradient")
     parser.add_argument(
-        "--dbm-pretrain-epochs", type=int, default=10, help="epochs per pre-trained RBM"
+        "--dbm-pretrain-epochs", type=int, default=None, help="epochs per pre-trained RBM"
     )
-    parser.add_argument("--dbm-epochs", type=int, default=20, help="DBM joint-training epochs")
+    parser.add_argument("--dbm-epochs", type=int, default=None, help="DBM joint-training epochs")
     parser.add_argument("--dbm-lr", type=float, default=1e-4, help="DBM SGD lr, summed gradient")
-    parser.add_argument("--momentum", type=float, default=0.5, help="DBM SGD momentum")
+    parser.add_argument("--momentum", type=float, default=0.5, help="DBM and DBN SGD momentum")
     parser.add_argument(
         "--dbm-decay",
         choices=("linear", "none"),
@@ -270,7 +353,24 @@ def main(argv=None) -> int:
         help="RBM learning rate: decayed linearly to 0 over the run (Tieleman 2008), or constant",
     )
     parser.add_argument(
-        "--models", nargs="+", choices=("rbm", "dbm"), default=["rbm", "dbm"], help="--quality"
+        "--dbn-greedy-epochs", type=int, default=None, help="DBN epochs per greedy RBM"
+    )
+    parser.add_argument(
+        "--dbn-updown-epochs", type=int, default=None, help="DBN up-down fine-tuning epochs"
+    )
+    parser.add_argument("--dbn-lr", type=float, default=1e-3, help="DBN SGD lr, summed gradient")
+    parser.add_argument(
+        "--dbn-samples", type=int, default=None, help="DBN importance samples per test image"
+    )
+    parser.add_argument(
+        "--dbn-test-limit", type=int, default=None, help="test images the DBN is scored on"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="--quality: which models to train and score",
     )
     parser.add_argument(
         "--test-limit",
@@ -278,11 +378,32 @@ def main(argv=None) -> int:
         default=None,
         help="score a seeded random subset of N test images (--quality)",
     )
-    parser.add_argument("--ais-chains", type=int, default=100, help="AIS chains")
-    parser.add_argument("--ais-betas", type=int, default=14500, help="AIS temperatures")
+    parser.add_argument("--ais-chains", type=int, default=None, help="AIS chains")
+    parser.add_argument("--ais-betas", type=int, default=None, help="AIS temperatures")
+    parser.add_argument(
+        "--min-ess",
+        type=float,
+        default=None,
+        help="RBM and DBM: double the AIS chains (up to 16x) until their ESS reaches this",
+    )
+    parser.add_argument("--raise-examples", type=int, default=None, help="test images RAISE scores")
+    parser.add_argument(
+        "--raise-chains", type=int, default=None, help="RAISE reverse chains per test image"
+    )
+    parser.add_argument("--raise-betas", type=int, default=None, help="RAISE temperatures")
     args = parser.parse_args(argv)
     if not (args.speed or args.quality):
         parser.error("choose --speed and/or --quality")
+    for key, value in {**QUALITY_DEFAULTS, **(QUICK if args.quick else {})}.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key in ("rbm_hidden", "dbm_hidden", "dbn_hidden"):
+        if not hasattr(args, key):
+            setattr(args, key, ARCHITECTURES[key])
+    if args.results:
+        import _common
+
+        _common.RESULTS = Path(args.results)
     status = 0
     if args.speed:
         status |= speed(args)
@@ -291,7 +412,14 @@ def main(argv=None) -> int:
     return status
 
 
-def _train_family(name, config, lr, epochs, data, lr_schedule=None):
+MODELS = ("rbm", "dbm", "dbn")
+
+#: the architectures of the full run: Salakhutdinov & Murray's RBM, Salakhutdinov & Hinton's
+#: DBM, Hinton, Osindero & Teh's DBN
+ARCHITECTURES = {"rbm_hidden": HIDDEN, "dbm_hidden": (500, 1000), "dbn_hidden": (500, 500, 2000)}
+
+
+def _train_family(name, config, lr, epochs, data, lr_schedule=None, seed=0, progress=True):
     """Build and train a registered family on ``data`` through :class:`pyrogen.runs.Run`
     (as ``pyrogen train`` does, with this benchmark's learning-rate schedule); returns the
     run and the training seconds."""
@@ -303,59 +431,179 @@ def _train_family(name, config, lr, epochs, data, lr_schedule=None):
             epochs=epochs,
             batch_size=BATCH,
             lr=lr,
+            seed=seed,
             validate=False,
         )
     )
     start = time.perf_counter()
-    run.train(train_data=data, progress=True, lr_schedule=lr_schedule)
+    run.train(train_data=data, progress=progress, lr_schedule=lr_schedule)
     return run, time.perf_counter() - start
 
 
 def _log_z_cell(ll, chains):
+    """``log Z ± s.e. (ESS e/K)`` of an AIS result (an energy model's, or a DBN's top RBM)."""
     d = ll.diagnostics
-    return f"{d['log_z']:.2f} ± {d['log_z_stderr']:.2f} (ESS {ll.ess[0].item():.0f}/{chains})"
+    p = "top_log_z_" if "top_log_z" in d else "log_z_"
+    value, stderr = d[p.rstrip("_")], d[p + "stderr"]
+    ess = d.get(p + "ess", ll.ess[0].item() if p == "log_z_" else float("nan"))
+    return f"{value:.2f} ± {stderr:.2f} (ESS {ess:.0f}/{d.get(p + 'num_chains', chains)})"
 
 
-def _score(run, test, args, label, training, seconds, eval_note):
-    """Test log-likelihood of a trained run by its family's protocol (AIS with
-    ``--ais-chains`` chains): its table row and its JSON record."""
+def subset_index(n: int, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """A seeded random subset of ``limit`` of ``n`` test images (all ``n`` in a random order
+    when ``limit`` is None): MNIST's test set is not shuffled. The same for every run seed,
+    so that runs with different seeds score the same images."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm if limit is None else perm[:limit]
+
+
+def restrict(ll: LogLikelihood, count: int) -> LogLikelihood:
+    """The same estimate on its first ``count`` examples: the per-example values (and ESS)
+    of those examples, the Monte Carlo error and diagnostics of the whole (an AIS
+    :math:`\\log \\hat Z` is shared by every example, so its error does not shrink)."""
+    return LogLikelihood.from_per_example(
+        ll.per_example[:count],
+        ll.estimator,
+        mc_stderr=ll.mc_stderr,
+        bound=ll.bound,
+        num_samples=ll.num_samples,
+        ess=ll.ess[:count],
+        khat=ll.khat[:count],
+        diagnostics=ll.diagnostics,
+    )
+
+
+def bracket_line(label: str, bracket: LogLikelihoodBracket) -> str:
+    """One printed line per model: ``AIS (upper-ish, optimistic) X ± se, ESS e/K | RAISE
+    (conservative) Y ± se``, each with its log-weight spread, and the gap (``±`` is the
+    Monte Carlo error; the test-set error is paired out of the gap, both ends being the
+    same images)."""
+    a, r = bracket.optimistic, bracket.conservative
+    d = a.diagnostics
+    rd = r.diagnostics
+    if "log_z_ess" in d:
+        ais = f"ESS {d['log_z_ess']:.1f}/{d['num_chains']}, log-w std {d['log_weight_std']:.2f}"
+    else:  # an enumerable model: log Z exact
+        ais = "log Z exact"
+    return (
+        f"{label}: AIS (upper-ish, optimistic) {a.mean:.2f} ± {a.mc_stderr:.2f}, {ais} | "
+        f"RAISE (conservative) {r.mean:.2f} ± {r.mc_stderr:.2f}, ESS median "
+        f"{float(r.ess.median()):.1f}/{r.num_samples}, log-w std median "
+        f"{rd['log_weight_std_median']:.2f} | gap {bracket.gap:.2f} nats on "
+        f"{a.num_examples} test images (test s.e. {a.stderr:.2f})"
+    )
+
+
+def brackets_overlap(a: dict, b: dict, num_stderr: float = 2.0) -> bool:
+    """Whether two recorded brackets (``LogLikelihoodBracket.to_dict()``, e.g. of two seeds)
+    overlap once each end is widened by ``num_stderr`` Monte Carlo errors."""
+
+    def ends(x):
+        lo = x["lower"] - num_stderr * _finite(x["raise"]["mc_stderr"])
+        hi = x["upper"] + num_stderr * _finite(x["ais"]["mc_stderr"])
+        return lo, hi
+
+    (lo_a, hi_a), (lo_b, hi_b) = ends(a), ends(b)
+    return max(lo_a, lo_b) <= min(hi_a, hi_b)
+
+
+def _finite(x) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else 0.0
+
+
+def bracket_for(dist, test, ais: LogLikelihood, args, base, progress: bool = False):
+    """RAISE on the first ``args.raise_examples`` images of ``test`` (``args.raise_chains``
+    reverse chains of ``args.raise_betas`` temperatures, base rates of ``base``, seeded with
+    ``args.seed``) beside ``ais``, the AIS estimate on all of ``test``, restricted to the
+    same images: a :class:`~pyrogen.evaluate.result.LogLikelihoodBracket`."""
+    n = min(int(args.raise_examples), len(test))
+    conservative = raise_log_likelihood(
+        dist,
+        test[:n],
+        num_samples=args.raise_chains,
+        betas=args.raise_betas,
+        base_data=base,
+        seed=args.seed,
+        progress=progress,
+    )
+    return LogLikelihoodBracket(optimistic=restrict(ais, n), conservative=conservative)
+
+
+def _score(run, test, args, label, training, seconds, base, progress):
+    """A trained RBM's or DBM's test log-likelihood by AIS (``--ais-chains`` chains,
+    ``--ais-betas`` temperatures, base rates of the training images ``base``) on ``test``,
+    and RAISE on its first ``--raise-examples`` images with the AIS values of the same
+    images beside it: the table row, the bracket line and the JSON record."""
     start = time.perf_counter()
-    # a seeded random subset, not the first N: MNIST's test set is not shuffled
-    ll = run.evaluate(test, limit=args.test_limit, seed=0, num_samples=args.ais_chains)
-    eval_seconds = time.perf_counter() - start
+    ll = run.evaluate(
+        test,
+        seed=args.seed,
+        num_samples=args.ais_chains,
+        betas=args.ais_betas,
+        base_data=base,
+        min_ess=args.min_ess,
+        progress=progress,
+    )
+    ais_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    bracket = bracket_for(run.model.distribution(), test, ll, args, base, progress)
+    raise_seconds = time.perf_counter() - start
+    conservative = bracket.conservative
     print(ll.summary())
+    print(conservative.summary())
+    line = bracket_line(label, bracket)
     d = ll.diagnostics
     row = [
         label,
         training,
-        f"{seconds:.0f} s + {eval_seconds:.0f} s{eval_note}",
-        f"{ll.nll:.2f} ± {ll.stderr:.2f}",
+        f"{seconds:.0f} s + {ais_seconds:.0f} s AIS + {raise_seconds:.0f} s RAISE",
+        f"{ll.nll:.2f} ± {ll.stderr:.2f} ({ll.num_examples})",
         _log_z_cell(ll, args.ais_chains),
         f"[{-d['log_likelihood_upper']:.2f}, {-d['log_likelihood_lower']:.2f}]",
+        f"{-bracket.upper:.2f} ± {bracket.optimistic.mc_stderr:.2f}",
+        f"{-bracket.lower:.2f} ± {conservative.mc_stderr:.2f} "
+        f"(ESS {float(conservative.ess.median()):.1f}/{conservative.num_samples})",
     ]
-    return row, {"train_seconds": seconds, "eval_seconds": eval_seconds, **ll.to_dict()}
+    record = {
+        "train_seconds": seconds,
+        "eval_seconds": ais_seconds,
+        "raise_seconds": raise_seconds,
+        **ll.to_dict(),
+        "bracket": bracket.to_dict(),
+    }
+    return row, line, record
 
 
 def quality(args) -> int:
-    """Train a 500-hidden RBM (PCD-1) and a 500-1000 DBM on binarized MNIST (all 60,000
-    non-test images, or the first ``--limit`` training images) and score both on the 10,000
-    test images (or a seeded random subset of ``--test-limit``)."""
+    """Train a 500-hidden RBM (PCD-1), a 500-1000 DBM and a 500-500-2000 DBN on binarized
+    MNIST (all 60,000 non-test images, or the first ``--limit`` training images) and score
+    them on the 10,000 test images (or a seeded random subset of ``--test-limit``), the RBM
+    and DBM by AIS and RAISE side by side (module docs)."""
     pyro.enable_validation(False)
-    if args.limit:
-        data = load("binarized_mnist", "train").tensor()[: args.limit]
+    limit = args.limit or (QUICK["limit"] if args.quick else None)
+    test_limit = args.test_limit or (QUICK["test_limit"] if args.quick else None)
+    if limit:
+        data = load("binarized_mnist", "train").tensor()[:limit]
     else:
-        data = load("binarized_mnist", "train+valid")
-    test = load("binarized_mnist", "test").tensor()
-    n_test = min(len(test), args.test_limit or len(test))
-    rows, record = [], {"machine": machine(), "results": {}}
+        data = load("binarized_mnist", "train+valid").tensor()
+    base = data[:BASE_IMAGES]  # AIS's and RAISE's base rates: training images, not test ones
+    test_all = load("binarized_mnist", "test").tensor()
+    test = test_all[subset_index(len(test_all), test_limit)]
+    progress = not args.quick
+    seed = args.seed
+    rows, lines, record = [], [], {"machine": machine(), "seed": seed, "results": {}}
+    record["settings"] = {
+        k: getattr(args, k)
+        for k in (*QUALITY_DEFAULTS, "rbm_hidden", "dbm_hidden", "dbn_hidden", "min_ess")
+    }
 
-    epochs = args.rbm_epochs
-    decay = (lambda e: args.rbm_lr * (1 - e / epochs)) if args.rbm_decay == "linear" else None
     if "rbm" in args.models:
+        epochs = args.rbm_epochs
+        decay = (lambda e: args.rbm_lr * (1 - e / epochs)) if args.rbm_decay == "linear" else None
         run, seconds = _train_family(
             "rbm",
             {
-                "hidden": HIDDEN,
+                "hidden": args.rbm_hidden,
                 "cd_k": 1,
                 "persistent": True,
                 "chains": BATCH,
@@ -363,86 +611,170 @@ def quality(args) -> int:
                 "ais_betas": args.ais_betas,
             },
             args.rbm_lr,
-            args.rbm_epochs,
+            epochs,
             data,
             lr_schedule=decay,
+            seed=seed,
+            progress=progress,
         )
         training = (
-            f"PCD-1, {args.rbm_epochs} epochs, lr {args.rbm_lr * BATCH:g}"
+            f"PCD-1, {epochs} epochs, lr {args.rbm_lr * BATCH:g}"
             f"{' decayed linearly to 0' if decay else ''}, momentum {args.rbm_momentum:g}"
         )
-        row, record["results"]["rbm"] = _score(
-            run, test, args, f"pyrogen RBM {HIDDEN} hidden", training, seconds, " AIS"
+        label = f"pyrogen RBM {args.rbm_hidden} hidden"
+        row, line, record["results"]["rbm"] = _score(
+            run, test, args, label, training, seconds, base, progress
         )
         rows.append(row)
-        rows.append(["Salakhutdinov & Murray (2008) RBM 500", "CD-25", "-", "86.34", "AIS", "-"])
-        rows.append(["Salakhutdinov & Murray (2008) RBM 500", "CD-1", "-", "125.53", "AIS", "-"])
+        lines.append(line)
+        for how, nll in (("CD-25", "86.34"), ("CD-1", "125.53")):
+            rows.append(["Salakhutdinov & Murray (2008) RBM 500", how, "-", nll, "AIS", "-"])
 
     if "dbm" in args.models:
-        total = 2 * args.dbm_pretrain_epochs + args.dbm_epochs
-        first_joint = 2 * args.dbm_pretrain_epochs
+        pre, joint = args.dbm_pretrain_epochs, args.dbm_epochs
         dbm_decay = None
         if args.dbm_decay == "linear":  # pre-training at the full rate, joint training decayed
 
             def dbm_decay(e):
-                return args.dbm_lr * min(1.0, 1 - (e - first_joint) / args.dbm_epochs)
+                return args.dbm_lr * min(1.0, 1 - (e - 2 * pre) / joint)
 
         run, seconds = _train_family(
             "dbm",
             {
-                "hidden": (500, 1000),
-                "pretrain_epochs": args.dbm_pretrain_epochs,
+                "hidden": tuple(args.dbm_hidden),
+                "pretrain_epochs": pre,
                 "chains": BATCH,
                 "momentum": args.momentum,
                 "ais_betas": args.ais_betas,
             },
             args.dbm_lr,
-            total,
+            2 * pre + joint,
             data,
             lr_schedule=dbm_decay,
+            seed=seed,
+            progress=progress,
         )
         training = (
-            f"pre-training {args.dbm_pretrain_epochs}+{args.dbm_pretrain_epochs} epochs, joint "
-            f"{args.dbm_epochs} epochs (mean field + PCD), lr {args.dbm_lr * BATCH:g}"
+            f"pre-training {pre}+{pre} epochs, joint {joint} epochs (mean field + PCD), lr "
+            f"{args.dbm_lr * BATCH:g}"
             f"{' decayed linearly to 0 in joint training' if dbm_decay else ''}, "
             f"momentum {args.momentum:g}"
         )
-        label = "pyrogen DBM 500-1000 (variational bound)"
-        row, record["results"]["dbm"] = _score(run, test, args, label, training, seconds, "")
+        sizes = "-".join(str(h) for h in args.dbm_hidden)
+        label = f"pyrogen DBM {sizes} (AIS: variational bound)"
+        row, line, record["results"]["dbm"] = _score(
+            run, test, args, label, training, seconds, base, progress
+        )
         rows.append(row)
+        lines.append(line)
+        rows.append(
+            ["Salakhutdinov & Hinton (2009) DBM 500-1000", "variational bound", "-", "84.62"]
+            + ["AIS", "-"]
+        )
+
+    if "dbn" in args.models:
+        greedy, updown = args.dbn_greedy_epochs, args.dbn_updown_epochs
+        hidden = tuple(args.dbn_hidden)
+        run, seconds = _train_family(
+            "dbn",
+            {
+                "hidden": hidden,
+                "greedy_epochs": greedy,
+                "fine_tune": updown > 0,
+                "momentum": args.momentum,
+                "ais_betas": args.ais_betas,
+                "ais_chains": args.ais_chains,
+            },
+            args.dbn_lr,
+            len(hidden) * greedy + updown,
+            data,
+            seed=seed,
+            progress=progress,
+        )
+        training = (
+            f"greedy CD-1, {greedy} epochs per RBM, up-down {updown} epochs, lr "
+            f"{args.dbn_lr * BATCH:g}, momentum {args.momentum:g}"
+        )
+        label = f"pyrogen DBN {'-'.join(str(h) for h in hidden)}"
+        start = time.perf_counter()
+        ll = run.evaluate(
+            test[: args.dbn_test_limit],
+            seed=seed,
+            num_samples=args.dbn_samples,
+            num_chains=args.ais_chains,
+            betas=args.ais_betas,
+            base_data=base,
+            progress=progress,
+        )
+        eval_seconds = time.perf_counter() - start
+        print(ll.summary())
+        d = ll.diagnostics
         rows.append(
             [
-                "Salakhutdinov & Hinton (2009) DBM 500-1000",
-                "variational bound",
-                "-",
-                "84.62",
-                "AIS",
-                "-",
+                label,
+                training,
+                f"{seconds:.0f} s + {eval_seconds:.0f} s IS + AIS",
+                f"{ll.nll:.2f} ± {ll.stderr:.2f} ({ll.num_examples})",
+                _log_z_cell(ll, args.ais_chains),
+                f"[{-(ll.mean + d['top_log_z'] - d['top_log_z_lower']):.2f}, "
+                f"{-(ll.mean - d['top_log_z_upper'] + d['top_log_z']):.2f}]",
+                f"{ll.nll:.2f} ± {ll.mc_stderr:.2f} (IS K={args.dbn_samples})",
+                "- (not implemented for DBNs)",
             ]
+        )
+        lines.append(
+            f"{label}: AIS on the top RBM (upper-ish, optimistic in log Z) + importance "
+            f"sampling K={args.dbn_samples} (a stochastic lower bound) {ll.mean:.2f} ± "
+            f"{ll.mc_stderr:.2f}, top-RBM ESS {d.get('top_log_z_ess', float('nan')):.1f}/"
+            f"{d.get('top_log_z_num_chains', args.ais_chains)}, log-w std "
+            f"{d.get('top_log_z_log_weight_std', float('nan')):.2f}, importance ESS median "
+            f"{float(ll.ess.median()):.1f}/{args.dbn_samples} | RAISE: - on "
+            f"{ll.num_examples} test images (test s.e. {ll.stderr:.2f})"
+        )
+        record["results"]["dbn"] = {"train_seconds": seconds, "eval_seconds": eval_seconds}
+        record["results"]["dbn"].update(ll.to_dict())
+        rows.append(
+            ["Salakhutdinov & Murray (2008) DBN 500-500-2000", "CD-25", "-", "86.22", "AIS", "-"]
         )
 
     m = record["machine"]
     title = (
-        f"Test NLL on binarized MNIST (fixed binarization; {n_test:,} test images), trained on "
-        f"{len(data)} images, batch {BATCH}; AIS {args.ais_chains} chains x {args.ais_betas} "
-        f"temperatures; CPU ({m['cpu']}, {m['torch_threads']} threads)"
+        f"Test NLL on binarized MNIST (fixed binarization), seed {seed}, trained on {len(data)} "
+        f"images, batch {BATCH}; AIS {args.ais_chains} chains x {args.ais_betas} temperatures, "
+        f"RAISE {args.raise_chains} reverse chains x {args.raise_betas} temperatures on the "
+        f"first {args.raise_examples} of the scored test images (AIS beside it on the same "
+        f"images), base rates from {len(base)} training images; CPU ({m['cpu']}, "
+        f"{m['torch_threads']} threads)"
+        + ("; --quick: a smoke run, not a result" if args.quick else "")
     )
     header = [
         "model",
         "training",
         "wall time",
-        "test NLL (nats)",
+        "test NLL, AIS (test images)",
         "log Z",
         "NLL sandwich (±3 s.e. of log Z)",
+        "NLL AIS (optimistic), RAISE images",
+        "NLL RAISE (conservative)",
     ]
-    table = title + "\n\n" + markdown_table(header, rows)
+    rows = [row + ["-"] * (len(header) - len(row)) for row in rows]
+    table = title + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(lines)
     print(table)
-    name = "rbm_quality" if len(args.models) == 2 else f"rbm_quality_{args.models[0]}"
-    if args.limit or args.test_limit:
+    name = (
+        "rbm_quality" if len(args.models) == len(MODELS) else "rbm_quality_" + "_".join(args.models)
+    )
+    name += f"_seed{seed}"
+    if args.quick:
+        name += "_smoke"
+    elif args.limit or args.test_limit:
         name += "_quick"
     js, md = write_results(name, record, table)
     print(f"\nwrote {js} and {md}")
     return 0
+
+
+#: training images whose pixel marginals give AIS's and RAISE's base-rate model
+BASE_IMAGES = 10000
 
 
 if __name__ == "__main__":

@@ -176,7 +176,9 @@ def raise_log_likelihood(
     :param int mean_field_iters: mean-field sweeps of a DBM's proposal for :math:`h^{(2)}`.
     :returns: a :class:`~pyrogen.evaluate.LogLikelihood` with ``bound=True`` (a stochastic
         lower bound), ``num_samples`` :math:`M`, the ESS of each example's :math:`M`
-        weights, and ``mc_stderr`` the delta-method Monte Carlo error of the mean
+        weights, the median and largest standard deviation of an example's :math:`M`
+        log-weights (``diagnostics["log_weight_std_median"]``, ``"log_weight_std_max"``),
+        and ``mc_stderr`` the delta-method Monte Carlo error of the mean
         (:math:`\mathrm{Var}[\log \hat p] \approx 1/\mathrm{ESS} - 1/M` per example; NaN when
         :math:`M = 1`).
     """
@@ -202,6 +204,7 @@ def raise_log_likelihood(
     else:
         log_w = torch.cat(list(parts.values()))
     per_example = torch.logsumexp(log_w, -1) - math.log(M)
+    spread = log_w.std(-1) if M > 1 else torch.zeros(log_w.shape[0], dtype=log_w.dtype)
     ess = effective_sample_size(log_w)
     if M > 1:
         variance = (1.0 / ess - 1.0 / M).clamp_min(0.0)
@@ -222,6 +225,10 @@ def raise_log_likelihood(
             "num_betas": len(schedule),
             "stochastic_lower_bound": True,
             "base": "uniform" if base_data is None else "base_data",
+            # the spread of each example's M log-weights (0 for M = 1): a few chains carrying
+            # an example show as a large spread, as for AIS's log Z
+            "log_weight_std_median": float(spread.median()),
+            "log_weight_std_max": float(spread.max()),
         },
     )
 
