@@ -31,7 +31,17 @@ A run folder holds
 ``history.jsonl``         one JSON object per logged step and validation
 ``eval.json``             the last evaluation (``LogLikelihood.to_dict()`` and the split)
 ``samples.png``           the last sample grid
+``samples.txt``           for a conditional data set (an example is an image and a context,
+                          e.g. a caption): the contexts the grid's images were generated
+                          from, one line per image, held-out compositions marked
 ========================  ===================================================================
+
+Conditional data sets (``"mnist_captions"``, ``"mnist_captions_colour"``; in general a
+:class:`ConditionalDataset`) go through the same steps: the learner gets
+:class:`ConditionalBatch` batches ``[images, context]`` (binarization applies to the images
+only), evaluation scores :math:`\log p(x \mid y)` with the test contexts passed to the
+family's estimator as ``context=``, and sampling generates from test contexts (half of
+them, where the data set records them, compositions held out of training).
 
 The number of steps per epoch is computed once, by the engine, and handed to the learner
 (staged learners place their stage boundaries with it).
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,17 +62,23 @@ import torch
 
 from pyrogen import data as pdata
 from pyrogen import distributed
+from pyrogen.data.registry import GENERATED
 from pyrogen.registry import DataInfo, get_family
 from pyrogen.train import TrainResult, load_checkpoint, resolve_device, train
 
 __all__ = [
+    "CAPTIONS",
     "CHECKPOINT",
     "CONFIG",
     "EVAL",
     "HISTORY",
     "SAMPLES",
+    "ConditionalBatch",
+    "ConditionalDataInfo",
+    "ConditionalDataset",
     "Run",
     "RunConfig",
+    "conditional_split",
     "data_info",
     "demo",
     "load_splits",
@@ -75,36 +92,282 @@ CONFIG, CHECKPOINT, HISTORY, EVAL, SAMPLES = (
     "eval.json",
     "samples.png",
 )
+#: the captions (contexts) of a conditional run's sample grid, one line per image
+CAPTIONS = "samples.txt"
 
 
 # ------------------------------------------------------------------------------ data
 
 
+def _default_binarization(dataset: str, binarize: str | None) -> str | None:
+    """:func:`pyrogen.data.default_binarization`, also for the generated sets (grey levels:
+    dynamic binarization unless ``binarize`` says otherwise; ``"fixed"`` is an error)."""
+    if dataset not in GENERATED:
+        return pdata.default_binarization(dataset, binarize)
+    if binarize == "none":
+        return None
+    if binarize in (None, "auto"):
+        return "dynamic"
+    if binarize not in CONDITIONAL_BINARIZATIONS:
+        raise ValueError(
+            f"binarize: {dataset} holds grey levels; expected 'auto', 'none', "
+            f"{', '.join(repr(b) for b in CONDITIONAL_BINARIZATIONS)}, found {binarize!r}"
+        )
+    return binarize
+
+
 def load_splits(dataset: str, binarize: str | None = "auto", root=None):
     """``(train, valid or None, test)`` of a registered data set for a binary model
     (grey-level sets are binarized dynamically unless ``binarize`` says otherwise;
-    :func:`pyrogen.data.default_binarization`)."""
-    binarize = pdata.default_binarization(dataset, binarize)
-    spec = pdata.get_spec(dataset)
-    train_set = pdata.load(dataset, "train", root=root, binarize=binarize)
-    valid = (
-        pdata.load(dataset, "valid", root=root, binarize=binarize)
-        if "valid" in spec.splits
-        else None
+    :func:`pyrogen.data.default_binarization`). A generated conditional set (``"mnist_captions"``,
+    ``"mnist_captions_colour"``) gives :class:`ConditionalDataset` splits, the binarization
+    applied to their images only."""
+    binarize = _default_binarization(dataset, binarize)
+    if dataset in GENERATED:
+        spec = GENERATED[dataset]
+
+        def load(split):
+            return conditional_split(pdata.load(dataset, split, root=root), binarize)
+    else:
+        spec = pdata.get_spec(dataset)
+
+        def load(split):
+            return pdata.load(dataset, split, root=root, binarize=binarize)
+
+    train_set = load("train")
+    valid = load("valid") if "valid" in spec.splits else None
+    return train_set, valid, load("test")
+
+
+#: the binarizations of a conditional data set's images
+CONDITIONAL_BINARIZATIONS = ("dynamic", "stochastic", "threshold")
+
+
+class ConditionalBatch(list):
+    """A batch of a :class:`ConditionalDataset`: the list ``[images, context]`` (so that the
+    training engine moves and casts both parts, the context keeping its integer dtype), with
+    the images' :attr:`shape` (the engine counts examples by ``batch.shape[0]``)."""
+
+    @property
+    def image(self) -> torch.Tensor:
+        """``(n, D)`` images."""
+        return self[0]
+
+    @property
+    def context(self) -> torch.Tensor:
+        """``(n, ...)`` context rows (e.g. caption token ids)."""
+        return self[1]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The images' shape, ``(n, D)``."""
+        return self[0].shape
+
+
+class ConditionalDataset(torch.utils.data.Dataset):
+    r"""A split whose examples are pairs :math:`(x, y)`: an image and a context tensor on
+    which a conditional model :math:`p(x \mid y)` is conditioned (for MNIST with captions,
+    the caption's token ids). The binarization applies to the images only.
+
+    :param images: ``(N, D)`` stored images: uint8 grey levels (read as ``images / 255``)
+        or floats in [0, 1]; kept as stored, converted batch by batch.
+    :param context: ``(N, ...)`` context, one row per example (any dtype; not binarized).
+    :param image_shape: ``(H, W)`` or ``(C, H, W)`` of one image.
+    :param binarization: ``None`` (grey levels), ``"dynamic"`` (a fresh Bernoulli sample of
+        the grey levels at every fetch, torch's global RNG, as
+        :class:`~pyrogen.data.ImageDataset`), ``"stochastic"`` (one sample, drawn at
+        construction with a generator seeded by ``seed``) or ``"threshold"`` (grey level
+        :math:`> 0.5`).
+    :param int context_size: the number of values a context entry takes (a vocabulary's
+        words, padding excluded), or None.
+    :param str name: the data set's name.
+    :param str split: the split's name.
+    :param int seed: seed of the ``"stochastic"`` sample.
+    :param source: the object the split was made from (e.g. a
+        :class:`~pyrogen.data.CaptionDataset`, whose captions and held-out flags
+        :meth:`describe` and :attr:`held_out` read), or None.
+
+    ``dataset.__getitems__(indices)`` (what the training engine calls) returns a
+    :class:`ConditionalBatch` ``[images (n, D), context (n, ...)]``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        context: torch.Tensor,
+        *,
+        image_shape,
+        binarization: str | None = None,
+        context_size: int | None = None,
+        name: str = "",
+        split: str = "",
+        seed: int = 0,
+        source: Any = None,
+    ) -> None:
+        if not isinstance(images, torch.Tensor) or images.dim() != 2:
+            found = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+            raise ValueError(f"images: expected a tensor (N, D), found {found}")
+        if not isinstance(context, torch.Tensor) or context.dim() == 0:
+            found = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context)
+            raise ValueError(f"context: expected a tensor with one row per image, found {found}")
+        if context.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"context: expected one row per image ({images.shape[0]}), found {context.shape[0]}"
+            )
+        image_shape = tuple(int(s) for s in image_shape)
+        if math.prod(image_shape) != images.shape[1]:
+            raise ValueError(
+                f"image_shape: {image_shape} does not hold D = {images.shape[1]} values"
+            )
+        if binarization is not None and binarization not in CONDITIONAL_BINARIZATIONS:
+            raise ValueError(
+                f"binarization: expected None or one of {CONDITIONAL_BINARIZATIONS}, found "
+                f"{binarization!r}"
+            )
+        scale = 255.0 if images.dtype == torch.uint8 else 1.0
+        if binarization == "threshold":
+            images, scale = (images > 0.5 * scale).to(torch.uint8), 1.0
+        elif binarization == "stochastic":
+            gen = torch.Generator().manual_seed(int(seed))
+            images = torch.cat(
+                [
+                    torch.bernoulli(c.to(torch.float32) / scale, generator=gen).to(torch.uint8)
+                    for c in images.split(4096)
+                ]
+            )
+            scale = 1.0
+        self.images, self.context, self.scale = images, context, scale
+        self.image_shape = image_shape
+        self.binarization = binarization
+        self.context_size = context_size
+        self.name, self.split, self.seed, self.source = name, split, int(seed), source
+        #: ``(N,)`` the examples' row numbers in :attr:`source`
+        self.rows = torch.arange(images.shape[0])
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_features(self) -> int:
+        """:math:`D`, values per image."""
+        return self.images.shape[1]
+
+    def _float(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.to(torch.float32) / self.scale if self.scale != 1 else rows.to(torch.float32)
+
+    def __getitems__(self, indices) -> ConditionalBatch:
+        """The examples at ``indices``: ``[images (n, D), context (n, ...)]``, the images
+        binarized as :attr:`binarization` says (a fresh sample for ``"dynamic"``)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self._float(self.images.index_select(0, idx))
+        if self.binarization == "dynamic":
+            x = torch.bernoulli(x)
+        return ConditionalBatch([x, self.context.index_select(0, idx)])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, c = self.__getitems__([int(index)])
+        return x[0], c[0]
+
+    def subset(self, indices) -> ConditionalDataset:
+        """The examples at ``indices`` (a tensor, range or list), as a data set of their own
+        (its :attr:`source` rows are :attr:`rows`)."""
+        idx = torch.as_tensor(list(indices) if isinstance(indices, range) else indices)
+        idx = idx.long()
+        out = ConditionalDataset.__new__(ConditionalDataset)
+        out.__dict__.update(self.__dict__)
+        out.images = self.images.index_select(0, idx)
+        out.context = self.context.index_select(0, idx)
+        out.rows = self.rows.index_select(0, idx)
+        return out
+
+    def tensor(self, seed: int = 0) -> torch.Tensor:
+        """The ``(N, D)`` images as used for evaluation (for ``"dynamic"``, one Bernoulli
+        sample drawn with a local generator seeded by ``seed``, as
+        :meth:`pyrogen.data.ImageDataset.tensor`)."""
+        x = self._float(self.images)
+        if self.binarization != "dynamic":
+            return x
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(int(seed)))
+
+    def pixel_mean(self) -> torch.Tensor:
+        """``(D,)`` mean grey level (or bit) of every pixel, in float32."""
+        total = torch.zeros(self.num_features, dtype=torch.float64)
+        for chunk in self.images.split(4096):
+            total += chunk.sum(0, dtype=torch.float64)
+        return (total / (len(self) * self.scale)).to(torch.float32)
+
+    @property
+    def held_out(self) -> torch.Tensor | None:
+        """bool ``(N,)``: the example's context is one training never shows (read from
+        :attr:`source`), or None when the source does not say."""
+        flags = getattr(self.source, "held_out", None)
+        return None if flags is None else flags[self.rows]
+
+    def describe(self, index: int) -> str:
+        """Example ``index``'s context as text (a caption, from :attr:`source`), else its
+        values."""
+        if hasattr(self.source, "captions"):
+            return self.source.captions([int(self.rows[index])])[0]
+        return " ".join(str(v) for v in self.context[index].reshape(-1).tolist())
+
+    def __repr__(self) -> str:
+        return (
+            f"ConditionalDataset(name={self.name!r}, split={self.split!r}, N={len(self)}, "
+            f"image_shape={self.image_shape}, context={tuple(self.context.shape[1:])}, "
+            f"binarization={self.binarization!r})"
+        )
+
+
+def conditional_split(ds, binarization: str | None = None) -> ConditionalDataset:
+    """A :class:`~pyrogen.data.CaptionDataset` as a :class:`ConditionalDataset`: its images
+    and, as context, its caption token ids (padded with the vocabulary's padding id, which
+    marks the captions' ends)."""
+    return ConditionalDataset(
+        ds.pixels.reshape(len(ds), -1),
+        ds.tokens,
+        image_shape=ds.image_shape,
+        binarization=binarization,
+        context_size=len(ds.vocabulary),
+        name=ds.name,
+        split=ds.split,
+        seed=ds.seed,
+        source=ds,
     )
-    test = pdata.load(dataset, "test", root=root, binarize=binarize)
-    return train_set, valid, test
+
+
+@dataclass(frozen=True)
+class ConditionalDataInfo(DataInfo):
+    """:class:`~pyrogen.registry.DataInfo` of a conditional data set: also the shape of one
+    example's context and the number of values its entries take.
+
+    :ivar tuple context_shape: shape of one example's context (``(L,)`` token ids).
+    :ivar context_size: values a context entry takes (vocabulary size, padding excluded),
+        or None.
+    """
+
+    context_shape: tuple[int, ...] = ()
+    context_size: int | None = None
 
 
 def data_info(train_set) -> DataInfo:
     """What a family needs to know of a data set to build its model (width, image shape,
-    pixel means, name), from a pyrogen dataset or an ``(N, D)`` tensor."""
+    pixel means, name; for a :class:`ConditionalDataset`, a :class:`ConditionalDataInfo`
+    with the context's shape and size), from a pyrogen dataset or an ``(N, D)`` tensor."""
     if isinstance(train_set, torch.Tensor):
         x = train_set.reshape(train_set.shape[0], -1)
         from pyrogen.models.base import default_image_shape
 
         shape = default_image_shape(x.shape[1])
         return DataInfo(x.shape[1], shape, x.float().mean(0), "")
+    if isinstance(train_set, ConditionalDataset):
+        return ConditionalDataInfo(
+            num_features=train_set.num_features,
+            image_shape=train_set.image_shape,
+            pixel_mean=train_set.pixel_mean(),
+            dataset=train_set.name,
+            context_shape=tuple(train_set.context.shape[1:]),
+            context_size=train_set.context_size,
+        )
     return DataInfo(
         num_features=train_set.num_features,
         image_shape=tuple(train_set.image_shape),
@@ -116,6 +379,8 @@ def data_info(train_set) -> DataInfo:
 def _subset(ds, limit: int | None):
     if limit is None or limit >= len(ds):
         return ds
+    if isinstance(ds, ConditionalDataset):
+        return ds.subset(range(limit))
     return ds.tensor()[:limit]
 
 
@@ -225,9 +490,9 @@ class Run:
     def binarization(self) -> str | None:
         """The binarization the data set is loaded with (``None`` for data that is not a
         registered set, such as a benchmark's own, given to :meth:`train`)."""
-        if self.config.dataset not in pdata.DATASETS:
+        if self.config.dataset not in pdata.DATASETS and self.config.dataset not in GENERATED:
             return None if self._binarize in ("auto", "none") else self._binarize
-        return pdata.default_binarization(self.config.dataset, self._binarize)
+        return _default_binarization(self.config.dataset, self._binarize)
 
     def splits(self):
         """``(train, valid or None, test)`` of the run's data set (loaded once)."""
@@ -240,6 +505,9 @@ class Run:
         known = dict(zip(("train", "valid", "test"), self.splits()))
         if name in known and known[name] is not None:
             return known[name]
+        if self.config.dataset in GENERATED:
+            ds = pdata.load(self.config.dataset, name, root=self.root)
+            return conditional_split(ds, self.binarization)
         return pdata.load(self.config.dataset, name, root=self.root, binarize=self.binarization)
 
     # ---- build ------------------------------------------------------------------------
@@ -248,6 +516,16 @@ class Run:
         """The model (seeded: its initialisation is part of the run) and its learner."""
         if self.info is None:
             self.info = data_info(self.split(self.config.train_split))
+        conditional = bool(getattr(self.family, "conditional", False))
+        if isinstance(self.info, ConditionalDataInfo) != conditional:
+            data = "conditional (an image and a context per example)"
+            raise ValueError(
+                f"dataset: {self.config.dataset} is "
+                + (f"not {data}" if conditional else data)
+                + f", but the {self.family.name} family is "
+                + ("conditional" if conditional else "unconditional")
+                + "; choose a data set of the other kind"
+            )
         torch.manual_seed(self.config.seed)
         self.model = self.family.build(self.model_config, self.info)
         lr = self.config.lr if self.config.lr is not None else self.family.default_lr
@@ -265,6 +543,9 @@ class Run:
             "num_features": self.info.num_features,
             "image_shape": list(self.info.image_shape),
         }
+        if isinstance(self.info, ConditionalDataInfo):
+            record["context_shape"] = list(self.info.context_shape)
+            record["context_size"] = self.info.context_size
         path = self.out / CONFIG
         if (self.out / CHECKPOINT).exists() and path.exists():
             old = json.loads(path.read_text())
@@ -335,6 +616,12 @@ class Run:
         info = DataInfo(
             record["num_features"], tuple(record["image_shape"]), None, record["dataset"]
         )
+        if "context_shape" in record:
+            info = ConditionalDataInfo(
+                *dataclasses.astuple(info),
+                context_shape=tuple(record["context_shape"]),
+                context_size=record["context_size"],
+            )
         run = cls(RunConfig.from_dict(record), out, root=root, info=info)
         run.build()
         if run.config.precision == "fp64":  # before loading, so nothing is rounded
@@ -362,7 +649,9 @@ class Run:
         :class:`~pyrogen.evaluate.LogLikelihood`; for deterministic families, their
         reconstruction) on ``data`` or the data set's ``split``, optionally on a seeded
         random subset of ``limit`` examples (MNIST's test set is not shuffled). Writes
-        ``eval.json``.
+        ``eval.json``. A :class:`ConditionalDataset` (e.g. MNIST with captions) is scored
+        by :math:`\\log p(x \\mid y)`, its contexts :math:`y` passed to the family's estimator
+        as ``context=``.
 
         ``seed`` picks the subset and seeds a sampling estimator (importance samples of
         batch :math:`i`, AIS chains of group :math:`g`, drawn from ``(seed, i)``), so that
@@ -380,6 +669,11 @@ class Run:
         if data is None:
             ds = self.split(split)
             data, name = ds, split
+        if isinstance(data, ConditionalDataset):
+            if limit is not None and limit < len(data):
+                gen = torch.Generator().manual_seed(int(seed))
+                data = data.subset(torch.randperm(len(data), generator=gen)[:limit])
+            options["context"] = data.context
         if hasattr(data, "tensor") and callable(data.tensor):
             data = data.tensor()
         if limit is not None and limit < len(data):
@@ -420,7 +714,13 @@ class Run:
         """Draw ``num_samples`` from the model and write them as a PNG grid to ``path``
         (default ``samples.png`` in the run folder; nothing written without either).
         Returns ``(samples, path)``: conditional means where the model has them (a VAE's
-        :math:`p(x \\mid z)`, an RBM's :math:`p(v \\mid h)`), in [0, 1]."""
+        :math:`p(x \\mid z)`, an RBM's :math:`p(v \\mid h)`), in [0, 1].
+
+        A run on a conditional data set generates from the contexts of ``num_samples``
+        test examples (:meth:`conditional_contexts`: half of them, where the data set
+        records which, compositions held out of training), and writes the contexts as text
+        beside the grid (``samples.txt`` next to ``samples.png``: the image's place in the
+        grid, ``held-out`` or ``seen``, the caption)."""
         if self.model is None:
             raise RuntimeError("nothing to sample: train or load the run first")
         if self.family.kind != "density":
@@ -428,8 +728,17 @@ class Run:
                 f"{self.family.name} is a deterministic model: it defines no distribution to "
                 "sample from (use reconstruct or decode)"
             )
+        conditional = isinstance(self.info, ConditionalDataInfo)
+        if conditional:
+            test, picked = self.conditional_contexts(int(num_samples), seed)
+            ref = next(iter(self.model.parameters()), None)
+            context = test.context[picked]
+            kwargs = {"context": context if ref is None else context.to(ref.device)}
+        else:
+            kwargs = {}
         torch.manual_seed(seed)
-        kwargs = {"mean": True} if self.model.has_mean_samples else {}
+        if self.model.has_mean_samples:
+            kwargs["mean"] = True
         with torch.no_grad():
             x = self.model.to_unit_interval(self.model.sample(int(num_samples), **kwargs))
         x = x.reshape(int(num_samples), -1).float().cpu()
@@ -439,8 +748,43 @@ class Run:
             from pyrogen.plotting import save_image_grid
 
             title = f"{self.config.family} samples ({self.config.dataset})"
-            path = save_image_grid(x, path, self.info.image_shape, title=title)
+            shape, pictures = self.info.image_shape, x
+            if len(shape) == 3:  # (C, H, W): channels side by side, one column per channel
+                c, h, w = shape
+                pictures = x.reshape(-1, c, h, w).permute(0, 2, 1, 3).reshape(len(x), -1)
+                shape = (h, c * w)
+            if conditional:
+                title += f": from test contexts, listed in {Path(path).with_suffix('.txt').name}"
+            nrow = math.ceil(math.sqrt(len(x)))
+            path = save_image_grid(pictures, path, shape, nrow=nrow, title=title)
+            if conditional:
+                held = test.held_out
+                lines = [
+                    f"{i // nrow} {i % nrow}\t"
+                    + ("" if held is None else ("held-out" if held[j] else "seen") + "\t")
+                    + test.describe(int(j))
+                    for i, j in enumerate(picked.tolist())
+                ]
+                Path(path).with_suffix(".txt").write_text("\n".join(lines) + "\n")
         return x, path
+
+    def conditional_contexts(self, num: int, seed: int = 0):
+        """``(test, indices)``: the test split of a conditional run and the ``num`` examples
+        whose contexts :meth:`sample` generates from, drawn without replacement by ``seed``;
+        where the split records held-out compositions (:attr:`ConditionalDataset.held_out`),
+        the first ``num // 2`` are held-out ones (as many as there are), the rest seen."""
+        test = self.split("test")
+        if not isinstance(test, ConditionalDataset):
+            raise TypeError(f"{self.config.dataset} is not a conditional data set")
+        gen = torch.Generator().manual_seed(int(seed))
+        order = torch.randperm(len(test), generator=gen)
+        held = test.held_out
+        if held is None:
+            return test, order[:num]
+        flags = held[order]
+        unseen = order[flags][: num // 2]
+        seen = order[~flags][: num - len(unseen)]
+        return test, torch.cat([unseen, seen])
 
 
 # ------------------------------------------------------------------------------ demo

@@ -20,6 +20,14 @@ it. For every family:
   (Bernoulli) observation model, where it is the log of a probability (a Gaussian density
   may exceed 1), and an option its estimator does not take is a TypeError naming it;
 * every ``pyrogen train <family>`` flag is documented in ``--help``.
+
+A *conditional* family (``Family.conditional``, e.g. ``align_draw``: an example is an image
+and a caption) cannot train on the digits; it runs on its ``default_dataset`` (MNIST with
+captions, needs ``PYROGEN_DATA``) and gets the conditional variant of each check: the model
+has that data's shape, samples are drawn from test contexts (and asking for samples without
+one is an error naming the context), and log-likelihoods are :math:`\\log p(x \\mid y)` with
+the test contexts, through the family, through ``pyrogen.evaluate.log_likelihood`` (the
+context under the model's ``Family.context_option`` keyword) and through the run layer.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import math
 
 import pytest
 import torch
+from conftest import shared_data_root
 
 from pyrogen import cli
 from pyrogen.evaluate import LogLikelihood, ReconstructionScore, log_likelihood
@@ -37,6 +46,10 @@ from pyrogen.registry import load_families
 from pyrogen.runs import Run, RunConfig, load_splits
 
 FAMILIES = sorted(load_families())
+#: families whose examples are (image, context) pairs; they run on their default_dataset
+CONDITIONAL = {n for n, f in load_families().items() if getattr(f, "conditional", False)}
+#: the families the tests below run: every one, conditional ones only with the data folder
+RUNNABLE = [n for n in FAMILIES if n not in CONDITIONAL or shared_data_root() is not None]
 #: the observation models a family may declare, and whether each is discrete
 OBSERVATIONS = {"bernoulli": True, "gaussian": False}
 # 200 training examples in batches of 50: 4 steps per epoch; 10 steps cross every stage
@@ -47,7 +60,7 @@ TRAIN_LIMIT, BATCH, STEPS, HALF = 200, 50, 10, 5
 def run_config(name: str, **overrides) -> RunConfig:
     family = load_families()[name]
     settings = dict(
-        dataset="digits",
+        dataset=family.default_dataset if name in CONDITIONAL else "digits",
         epochs=10,
         batch_size=BATCH,
         max_steps=STEPS,
@@ -68,7 +81,7 @@ def digits():
 def trained(tmp_path_factory):
     """One smoke run per family (trained once, shared by the tests below)."""
     runs = {}
-    for name in FAMILIES:
+    for name in RUNNABLE:
         out = tmp_path_factory.mktemp(name)
         run = Run(run_config(name), out)
         run.train(progress=False)
@@ -91,6 +104,7 @@ def test_every_family_is_covered():
         "dbn",
         "draw",
         "helmholtz",
+        "align_draw",
     } <= set(FAMILIES)
     for name, family in load_families().items():
         assert family.kind in ("density", "representation"), name
@@ -104,7 +118,23 @@ def _observation(run) -> str:
     return run.family.observation_for(run.model_config)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+def _params():
+    """Every family; a conditional one skipped (with the reason) without the data folder."""
+    skip = pytest.mark.skip(reason="a conditional family trains on PYROGEN_DATA's MNIST")
+    return [pytest.param(n, marks=() if n in RUNNABLE else skip, id=n) for n in FAMILIES]
+
+
+@pytest.fixture(scope="module")
+def contexts(trained):
+    """(images, contexts) of 40 test pairs of each conditional family's data set."""
+    out = {}
+    for name in CONDITIONAL & set(trained):
+        test = trained[name].split("test").subset(range(40))
+        out[name] = test.tensor(), test.context
+    return out
+
+
+@pytest.mark.parametrize("name", _params())
 def test_model_follows_the_protocol(name, trained):
     run = trained[name]
     model = run.model
@@ -114,6 +144,10 @@ def test_model_follows_the_protocol(name, trained):
             assert callable(getattr(model, method)), method
     else:
         assert isinstance(model, Representation)
+    if name in CONDITIONAL:  # the shape of its data set's images
+        assert model.num_features == run.info.num_features
+        assert tuple(model.image_shape) == tuple(run.info.image_shape)
+        return
     assert model.num_features == 64 and tuple(model.image_shape) == (8, 8)
 
 
@@ -129,7 +163,7 @@ def _flatten_state(state, prefix=""):
         yield prefix, state
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", _params())
 def test_checkpoint_and_resume_are_exact(name, trained, tmp_path):
     straight = trained[name]
     # the same run, interrupted after HALF steps, then resumed by fresh objects
@@ -151,15 +185,16 @@ def test_checkpoint_and_resume_are_exact(name, trained, tmp_path):
         assert (tmp_path / file).exists(), file
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_sample_shape_and_range(name, trained):
+@pytest.mark.parametrize("name", _params())
+def test_sample_shape_and_range(name, trained, contexts):
     run = trained[name]
     if run.family.kind != "density":
         with pytest.raises(TypeError, match="deterministic"):
             run.sample(4)
         return
     model = run.model
-    x = model.sample(5)
+    given = {"context": contexts[name][1][:5]} if name in CONDITIONAL else {}
+    x = model.sample(5, **given)
     assert x.shape == (5, *model.event_shape)
     assert torch.isfinite(x).all()
     if _observation(run) == "bernoulli":
@@ -167,20 +202,29 @@ def test_sample_shape_and_range(name, trained):
     pictures = model.to_unit_interval(x)
     assert torch.isfinite(pictures).all() and pictures.min() >= 0 and pictures.max() <= 1
     if model.has_mean_samples:
-        means = model.sample(5, mean=True)
+        means = model.sample(5, mean=True, **given)
         assert means.shape == x.shape and means.min() >= 0 and means.max() <= 1
     grid, path = run.sample(9)
-    assert grid.shape == (9, 64) and path.endswith("samples.png")
+    assert grid.shape == (9, model.num_features) and path.endswith("samples.png")
+    if name in CONDITIONAL:  # generated from test contexts, listed beside the grid
+        assert len((run.out / "samples.txt").read_text().splitlines()) == 9
+        with pytest.raises((TypeError, ValueError), match="context"):
+            model.sample(2)  # a conditional model needs its context
+        return
     with pytest.raises((TypeError, ValueError), match="context"):
         model.sample(2, context=torch.zeros(2))  # these smoke models are unconditional
 
 
 @pytest.mark.filterwarnings("ignore:PSIS k-hat")  # 20 samples from a 10-step model
-@pytest.mark.parametrize("name", FAMILIES)
-def test_evaluation_returns_the_one_result_type(name, trained, digits):
+@pytest.mark.parametrize("name", _params())
+def test_evaluation_returns_the_one_result_type(name, trained, digits, contexts):
     run = trained[name]
     _, test = digits
     options = {"progress": False}
+    given, model_given = {}, {}
+    if name in CONDITIONAL:  # log p(x | y) of test pairs
+        test, context = contexts[name]
+        given, model_given = {"context": context}, {run.family.context_option: context}
     if run.family.sample_option is not None:
         options[run.family.sample_option] = 20
     if run.family.kind != "density":
@@ -191,7 +235,7 @@ def test_evaluation_returns_the_one_result_type(name, trained, digits):
         assert run.model.reconstruct(test).shape == test.shape
         return
     torch.manual_seed(0)
-    result = run.family.log_likelihood(run.model, run.model_config, test, **options)
+    result = run.family.log_likelihood(run.model, run.model_config, test, **options, **given)
     assert isinstance(result, LogLikelihood)
     assert result.per_example.shape == (len(test),) and math.isfinite(result.mean)
     if OBSERVATIONS[_observation(run)]:  # the log of a probability
@@ -202,15 +246,16 @@ def test_evaluation_returns_the_one_result_type(name, trained, digits):
     # the one entry point dispatches to the model's own estimator
     opts = {**run.family.evaluation_options(run.model_config), **options}
     torch.manual_seed(0)
-    again = log_likelihood(run.model, test, **opts)
+    again = log_likelihood(run.model, test, **opts, **model_given)
     assert isinstance(again, LogLikelihood) and again.estimator == result.estimator
     if result.is_exact:
         torch.testing.assert_close(again.per_example, result.per_example)
     # an option the estimator does not take is named
     with pytest.raises(TypeError, match="no_such_option"):
-        log_likelihood(run.model, test, no_such_option=1)
+        log_likelihood(run.model, test, no_such_option=1, **model_given)
     # the run layer writes eval.json with the same numbers
-    record = run.evaluate(test, **({} if run.family.sample_option is None else {"num_samples": 20}))
+    data = run.split("test").subset(range(40)) if name in CONDITIONAL else test
+    record = run.evaluate(data, **({} if run.family.sample_option is None else {"num_samples": 20}))
     assert (run.out / "eval.json").exists() and math.isfinite(record.mean)
 
 
