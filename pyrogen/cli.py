@@ -15,6 +15,7 @@ import warnings
 
 from pyrogen import data as pdata
 from pyrogen import distributed
+from pyrogen.data.registry import GENERATED
 from pyrogen.families.base import parse_sizes
 from pyrogen.registry import get_family, load_families
 from pyrogen.runs import Run, RunConfig, demo
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_flags(fp, fam)
         g = fp.add_argument_group("training")
         g.add_argument(
-            "--dataset", default="binarized_mnist", help=f"one of {sorted(pdata.DATASETS)}"
+            "--dataset",
+            default=fam.default_dataset or "binarized_mnist",
+            help=f"one of {sorted(pdata.DATASETS) + sorted(GENERATED)}",
         )
         g.add_argument(
             "--binarize",

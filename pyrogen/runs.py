@@ -516,7 +516,7 @@ class Run:
         """The model (seeded: its initialisation is part of the run) and its learner."""
         if self.info is None:
             self.info = data_info(self.split(self.config.train_split))
-        conditional = bool(getattr(self.family, "conditional", False))
+        conditional = bool(self.family.conditional)
         if isinstance(self.info, ConditionalDataInfo) != conditional:
             data = "conditional (an image and a context per example)"
             raise ValueError(

@@ -47,7 +47,7 @@ from pyrogen.runs import Run, RunConfig, load_splits
 
 FAMILIES = sorted(load_families())
 #: families whose examples are (image, context) pairs; they run on their default_dataset
-CONDITIONAL = {n for n, f in load_families().items() if getattr(f, "conditional", False)}
+CONDITIONAL = {n for n, f in load_families().items() if f.conditional}
 #: the families the tests below run: every one, conditional ones only with the data folder
 RUNNABLE = [n for n in FAMILIES if n not in CONDITIONAL or shared_data_root() is not None]
 #: the observation models a family may declare, and whether each is discrete

@@ -135,6 +135,14 @@ class Family(ABC):
     observation: ClassVar[str] = "bernoulli"
     #: learning rate used when the command line does not give one
     default_lr: ClassVar[float] = 1e-3
+    #: a conditional family models :math:`p(x \mid y)`: every example is an image and a
+    #: context (alignDRAW: caption token ids) and it trains on a conditional data set only
+    conditional: ClassVar[bool] = False
+    #: the keyword under which the model's ``log_likelihood`` and ``sample`` take the
+    #: context (conditional families only)
+    context_option: ClassVar[str | None] = None
+    #: the data set a conditional family trains on when none is named (its tests use it)
+    default_dataset: ClassVar[str | None] = None
     #: config overrides of a tiny instance, for smoke runs and the contract tests that run
     #: over every registered family (``tests/test_families.py``)
     smoke_config: ClassVar[dict[str, Any]] = {}
