@@ -748,11 +748,7 @@ class Run:
             from pyrogen.plotting import save_image_grid
 
             title = f"{self.config.family} samples ({self.config.dataset})"
-            shape, pictures = self.info.image_shape, x
-            if len(shape) == 3:  # (C, H, W): channels side by side, one column per channel
-                c, h, w = shape
-                pictures = x.reshape(-1, c, h, w).permute(0, 2, 1, 3).reshape(len(x), -1)
-                shape = (h, c * w)
+            shape, pictures = self.info.image_shape, x  # (C, H, W): colour, RGB
             if conditional:
                 title += f": from test contexts, listed in {Path(path).with_suffix('.txt').name}"
             nrow = math.ceil(math.sqrt(len(x)))
