@@ -50,12 +50,17 @@ name, ``results/rbm_quality[_<models>]_seed<N>[_quick].{json,md}``; two seeds' b
 compared with :func:`brackets_overlap`. AIS and RAISE fit their base-rate models to the
 first 10,000 training images. ``--models rbm dbm`` runs some of them.
 
-**Budget.** The defaults (:data:`QUALITY_DEFAULTS`) are sized for about 25 CPU-minutes per
-seed on one thread of a 2020s x86 core: RBM 20 epochs, DBM 5 + 5 pre-training and 10 joint
-epochs, DBN 5 epochs per greedy RBM and 2 up-down epochs; AIS 100 chains x 5,000
-temperatures; RAISE 10 reverse chains x 1,000 temperatures on 100 test images; the DBN's
-importance sampling 500 samples on 1,000 test images. The papers' budgets (hundreds of
-epochs, 14,500 temperatures) are a flag away (``--rbm-epochs``, ``--ais-betas``, ...).
+**Budget.** The defaults (:data:`QUALITY_DEFAULTS`) fit one seed in about 25 CPU-minutes
+on one thread (measured on a shared AMD EPYC by timing short runs and extrapolating, CPU
+seconds): RBM 20 epochs of PCD-1 (7 s each), AIS 100 chains x 10,000 temperatures (5 s per
+1,000), RAISE 10 reverse chains x 1,000 temperatures on 100 test images (50 s): about 4
+minutes; DBM 5 + 5 pre-training epochs (15 s each) and 10 joint epochs (39 s each), AIS
+(10 s per 1,000 temperatures), RAISE (90 s): about 12 minutes; DBN 5 epochs per greedy
+RBM (13 s each on average) and 2 up-down epochs (28 s each), AIS on the top RBM (12 s per
+1,000 temperatures), 500 importance samples on 1,000 test images (80 s): about 8 minutes.
+The former defaults (RBM 100 epochs, DBM 10 + 10 + 20 epochs, 14,500 temperatures, and
+RAISE on that schedule) cost about 75 minutes; the papers' budgets are a flag away
+(``--rbm-epochs``, ``--ais-betas``, ...).
 
 ``--quick`` is a smoke run in seconds (small layers, one epoch each, a few chains), not a
 result: it writes ``*_smoke`` files (tests/test_rbm_benchmark.py runs it). Runs with
@@ -280,7 +285,7 @@ QUALITY_DEFAULTS = {
     "dbn_greedy_epochs": 5,
     "dbn_updown_epochs": 2,
     "ais_chains": 100,
-    "ais_betas": 5000,
+    "ais_betas": 10000,
     "raise_examples": 100,
     "raise_chains": 10,
     "raise_betas": 1000,

@@ -41,6 +41,12 @@ model [1]. So RAISE is *conservative*, AIS *optimistic*, and the two **bracket**
 log-likelihood (:func:`log_likelihood_bracket`); they meet as the schedule lengthens, and a
 wide gap says that neither number can be trusted yet.
 
+A Gaussian RBM (real-valued visible units, binary hidden ones) has the same path over
+:math:`v` with :math:`h` summed out, from a factorised Gaussian base
+(:class:`~pyrogen.distributions.gaussian_rbm.GaussianRBMAnnealingPath`), so its reverse
+chain is the binary RBM's and the estimate a stochastic lower bound on the log-*density* of
+the annealing model.
+
 For a deep Boltzmann machine the path runs over the even layers :math:`(v, h^{(2)})` with
 the odd ones summed out (:class:`~pyrogen.distributions.dbm.DBMAnnealingPath`), so the
 reverse chain also needs a starting :math:`h^{(2)}`: it is drawn from the factorised
@@ -76,7 +82,7 @@ import math
 import torch
 
 from pyrogen import distributed
-from pyrogen._checks import check_binary
+from pyrogen._checks import check_binary, check_finite
 from pyrogen._rng import preserved_rng
 from pyrogen.accelerate import full_precision
 from pyrogen.distributions.annealing import (
@@ -85,12 +91,17 @@ from pyrogen.distributions.annealing import (
     reverse_ais,
 )
 from pyrogen.distributions.dbm import DBM
+from pyrogen.distributions.gaussian_rbm import GaussianRBM
 from pyrogen.distributions.rbm import BernoulliRBM
 from pyrogen.evaluate.energy import energy_log_likelihood
 from pyrogen.evaluate.importance import batch_seed
 from pyrogen.evaluate.result import LogLikelihood, LogLikelihoodBracket
 
 __all__ = ["log_likelihood_bracket", "raise_log_likelihood", "reverse_start"]
+
+#: distributions whose annealing path's state is the visible layer alone (hidden summed out)
+_VISIBLE_STATE = (BernoulliRBM, GaussianRBM)
+_SUPPORTED = "BernoulliRBM, GaussianRBM and DBM"
 
 #: share of fair coins mixed into the mean-field proposal of a DBM's :math:`h^{(2)}`
 PROPOSAL_COINS = 1e-3
@@ -101,14 +112,15 @@ def reverse_start(dist, v: torch.Tensor, mean_field_iters: int = 100):
     example, and the log-density of the part of it that was sampled:
     ``(state, log_q)``.
 
-    * :class:`~pyrogen.distributions.BernoulliRBM`: the path's state is :math:`v` itself
+    * :class:`~pyrogen.distributions.BernoulliRBM` and
+      :class:`~pyrogen.distributions.GaussianRBM`: the path's state is :math:`v` itself
       (the hidden units are summed out), ``log_q = 0``.
     * :class:`~pyrogen.distributions.DBM`: :math:`(v, h^{(2)})` with :math:`h^{(2)} \sim
       q = (1 - \epsilon)\,\mathrm{Bernoulli}(\mu^{(2)}) + \epsilon\,\mathrm{Bernoulli}(1/2)`
       per unit, :math:`\mu^{(2)}` the mean-field posterior after ``mean_field_iters`` sweeps
       and :math:`\epsilon` = :data:`PROPOSAL_COINS`.
     """
-    if isinstance(dist, BernoulliRBM):
+    if isinstance(dist, _VISIBLE_STATE):
         return (v,), torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
     if isinstance(dist, DBM):
         mus = dist.mean_field(v, num_iters=mean_field_iters)
@@ -116,18 +128,14 @@ def reverse_start(dist, v: torch.Tensor, mean_field_iters: int = 100):
         h2 = torch.lt(torch.rand_like(probs), probs).to(probs.dtype)
         log_q = torch.where(h2 > 0, probs.log(), torch.log1p(-probs)).sum(-1)
         return (v, h2), log_q.double()
-    raise ValueError(
-        f"dist: RAISE is implemented for BernoulliRBM and DBM, got {type(dist).__name__}"
-    )
+    raise ValueError(f"dist: RAISE is implemented for {_SUPPORTED}, got {type(dist).__name__}")
 
 
 def _check(dist, data, num_samples, batch_size):
     if hasattr(data, "tensor") and callable(data.tensor):
         data = data.tensor()
-    if not isinstance(dist, (BernoulliRBM, DBM)):
-        raise ValueError(
-            f"dist: RAISE is implemented for BernoulliRBM and DBM, got {type(dist).__name__}"
-        )
+    if not isinstance(dist, (*_VISIBLE_STATE, DBM)):
+        raise ValueError(f"dist: RAISE is implemented for {_SUPPORTED}, got {type(dist).__name__}")
     width = dist.event_shape[-1]
     if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.shape[-1] != width:
         raise ValueError(
@@ -135,7 +143,10 @@ def _check(dist, data, num_samples, batch_size):
         )
     if data.shape[0] == 0:
         raise ValueError("data: no examples to score")
-    check_binary(data, "data")
+    if isinstance(dist, GaussianRBM):
+        check_finite(data, "data")
+    else:
+        check_binary(data, "data")
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -160,9 +171,10 @@ def raise_log_likelihood(
     the annealing model's log-likelihood, the conservative side of the AIS bracket (see the
     module docs).
 
-    :param dist: a :class:`~pyrogen.distributions.BernoulliRBM` or
-        :class:`~pyrogen.distributions.DBM`.
-    :param data: ``(N, V)`` binary test examples (or a pyrogen dataset).
+    :param dist: a :class:`~pyrogen.distributions.BernoulliRBM`,
+        :class:`~pyrogen.distributions.GaussianRBM` or :class:`~pyrogen.distributions.DBM`.
+    :param data: ``(N, V)`` test examples (or a pyrogen dataset): binary, or real-valued for
+        a Gaussian RBM (whose estimate is then of a log-density).
     :param int num_samples: :math:`M`, reverse chains per example (their weights are
         averaged inside the log; more chains tighten the bound).
     :param betas: the path's inverse temperatures (a count for
