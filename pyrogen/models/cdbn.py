@@ -31,7 +31,9 @@ Higher-layer units are shown as in [1], as weighted combinations of the filters 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -42,7 +44,7 @@ from pyrogen.distributions.conv_rbm import ConvolutionalRBM, GaussianConvolution
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.greedy import UNIT_TYPES, greedy_stages, propagate
 
-__all__ = ["ConvRBMLayer", "ConvolutionalDBN"]
+__all__ = ["ConvRBMLayer", "ConvRBMLearner", "ConvolutionalDBN", "filter_images"]
 
 
 class ConvRBMLayer(EnergyModel):
@@ -169,6 +171,144 @@ class ConvRBMLayer(EnergyModel):
         return torch.sigmoid(inputs) if self.visible_units == "binary" else inputs
 
 
+class ConvRBMLearner:
+    r"""Lee et al.'s learning rule for one :class:`ConvRBMLayer`, as a learner of
+    :mod:`pyrogen.train` (``step`` / ``evaluate`` / ``state_dict``): CD-:math:`k` with
+    mean-field reconstructions, gradients averaged over the batch **and over the hidden
+    positions**, and the sparsity rule applied to the hidden biases only [1, 2].
+
+    For a batch :math:`v^{(1..n)}`, :math:`h \sim p(h \mid v)` and the reconstruction
+    :math:`\bar v = \mathbb E[v \mid h]` (``k`` times), the parameters take an SGD step
+    (with momentum) along
+
+    .. math::
+
+        g_\theta = \frac{1}{n N_h N_w} \sum_l \big(\nabla_\theta F(v^{(l)})
+            - \nabla_\theta F(\bar v^{(l)})\big)
+            + \beta\, W\, [\theta = W]
+            + \lambda (q_k - \rho)\, [\theta = c_k],
+
+    with :math:`q_k` the mean activation of group :math:`k` on the batch
+    (:meth:`~pyrogen.distributions.conv_rbm.ConvolutionalRBMBase.group_activations`),
+    target :math:`\rho` and cost :math:`\lambda`. Dividing by the number of hidden positions
+    :math:`N_h N_w` makes one learning rate fit any image size (the summed surrogate of
+    :class:`~pyrogen.infer.ContrastiveDivergence` grows with the image). The sparsity term
+    is Lee et al.'s direct update of the hidden biases, not the gradient of
+    :meth:`~pyrogen.distributions.conv_rbm.ConvolutionalRBMBase.sparsity_penalty`: that
+    gradient carries a factor :math:`q_k \approx \rho` and is too weak to hold a group near
+    a target of 0.003 while its filter grows.
+
+    **Gaussian visible units.** The unit-variance Gaussian CRBM has nothing to learn from
+    data of unit variance that are whitened: :math:`\mathcal N(b, I)` already has the data's
+    covariance, the CD gradient is pure noise, and the sparsity rule then drives every
+    filter to zero. Lee et al. use a visible noise smaller than the data's spread
+    (:math:`\sigma < 1`); with unit-variance units the same model is obtained by scaling the
+    data to a standard deviation :math:`1 / \sigma` (``3`` in pyrogen's recipes).
+
+    :param ConvRBMLayer layer: the layer to train.
+    :param float lr: learning rate (of the batch- and position-averaged gradient).
+    :param float momentum: momentum after ``warmup_steps`` (0.5 before, as in Hinton's
+        practical guide).
+    :param float weight_decay: :math:`\beta`, on the filters only.
+    :param float sparsity_cost: :math:`\lambda` (default: the layer's ``sparsity_cost``).
+    :param int k: Gibbs half-steps of the negative phase (CD-:math:`k`).
+    :param int warmup_steps: steps with momentum 0.5.
+    """
+
+    def __init__(
+        self,
+        layer: ConvRBMLayer,
+        lr: float = 0.2,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        sparsity_cost: float | None = None,
+        k: int = 1,
+        warmup_steps: int = 300,
+    ) -> None:
+        if not isinstance(layer, ConvRBMLayer):
+            raise TypeError(f"layer must be a ConvRBMLayer, got {type(layer).__name__}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be positive and finite, got {lr!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be non-negative and finite, got {weight_decay!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if int(k) != k or k < 1 or int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(
+                f"k must be a positive and warmup_steps a non-negative integer, got {k!r}, "
+                f"{warmup_steps!r}"
+            )
+        cost = layer.sparsity_cost if sparsity_cost is None else float(sparsity_cost)
+        if not cost >= 0:
+            raise ValueError(f"sparsity_cost must be non-negative, got {sparsity_cost!r}")
+        self.module, self.layer = layer, layer
+        self.sparsity_cost, self.k = cost, int(k)
+        self.momentum, self.warmup_steps, self.steps = float(momentum), int(warmup_steps), 0
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": [layer.weight], "weight_decay": float(weight_decay)},
+                {"params": [layer.visible_bias, layer.hidden_bias], "weight_decay": 0.0},
+            ],
+            lr=float(lr),
+            momentum=0.5,
+        )
+
+    def to(self, device: torch.device) -> ConvRBMLearner:
+        self.layer.to(device)  # the same Parameter objects: the optimizer follows
+        return self
+
+    def step(self, batch: torch.Tensor) -> dict[str, Any]:
+        layer = self.layer
+        v = layer._prepare(batch, "batch")
+        for group in self.optimizer.param_groups:
+            group["momentum"] = 0.5 if self.steps < self.warmup_steps else self.momentum
+        self.optimizer.zero_grad(set_to_none=True)
+        dist = layer.distribution(validate_args=False)
+        with torch.no_grad():
+            negative = v
+            for _ in range(self.k):
+                h = dist.sample_hidden(negative)
+                negative = layer._visible_mean(dist, (None, h))
+        positions = math.prod(dist.hidden_shape[1:])
+        surrogate = (dist.free_energy(v).sum() - dist.free_energy(negative).sum()) / (
+            v.shape[0] * positions
+        )
+        surrogate.backward()
+        with torch.no_grad():
+            q = dist.group_activations(v)
+            if self.sparsity_cost > 0:
+                layer.hidden_bias.grad += self.sparsity_cost * (q - layer.sparsity_target)
+        self.optimizer.step()
+        self.steps += 1
+        return {
+            "recon_error": (negative - v).square().mean().detach(),
+            "activation": q.mean().detach(),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor) -> dict[str, Any]:
+        """Mean squared error of the one-step mean-field reconstruction (per pixel) and the
+        mean hidden activation."""
+        v = self.layer._prepare(batch, "batch")
+        dist = self.layer.distribution(validate_args=False)
+        return {
+            "recon_error": (self.layer.reconstruct(v) - v).square().mean(),
+            "activation": dist.group_activations(v).mean(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "module": self.layer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layer.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
+
+
 class ConvolutionalDBN(nn.Module):
     r"""A stack of :class:`ConvRBMLayer`, each on the pooling units of the one below (see
     module docs).
@@ -251,3 +391,12 @@ class ConvolutionalDBN(nn.Module):
                     out[:, :, rows, cols] += torch.einsum("kj,jcxy->kcxy", W[:, :, r, c], below)
             below = out
         return below
+
+
+def filter_images(filters: torch.Tensor) -> torch.Tensor:
+    r"""Filters ``(K, C, S, S)`` (or ``(K, S, S)``) as grey images in :math:`[0, 1]` for
+    :func:`pyrogen.plotting.save_image_grid`, one scale per filter:
+    :math:`\frac12 + \frac12 w / \max |w|` (0.5 is a zero weight), shape ``(K, C S S)``."""
+    w = filters.detach().reshape(filters.shape[0], -1).float()
+    peak = w.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    return 0.5 + 0.5 * w / peak
