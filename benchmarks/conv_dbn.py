@@ -61,16 +61,16 @@ NATURAL_LAYERS = [
         pooling=2,
         visible_units="gaussian",
         sparsity_target=0.003,
-        sparsity_cost=2.5,
+        sparsity_cost=50.0,
         init_scale=0.001,
     ),
-    dict(filters=40, filter_size=5, pooling=1, sparsity_target=0.01, sparsity_cost=2.5),
+    dict(filters=40, filter_size=5, pooling=1, sparsity_target=0.01, sparsity_cost=50.0),
 ]
 DIGIT_LAYERS = [
-    dict(filters=16, filter_size=7, pooling=2, sparsity_target=0.01, sparsity_cost=2.5),
-    dict(filters=40, filter_size=4, pooling=2, sparsity_target=0.01, sparsity_cost=2.5),
+    dict(filters=16, filter_size=7, pooling=2, sparsity_target=0.01, sparsity_cost=50.0),
+    dict(filters=40, filter_size=4, pooling=2, sparsity_target=0.01, sparsity_cost=50.0),
 ]
-LAYER_LR = (0.2, 0.1)
+LAYER_LR = (0.01, 0.05)
 MNIST_TRAIN = 3000
 
 

@@ -218,9 +218,9 @@ class ConvRBMLearner:
     def __init__(
         self,
         layer: ConvRBMLayer,
-        lr: float = 0.2,
+        lr: float = 0.01,
         momentum: float = 0.9,
-        weight_decay: float = 5e-4,
+        weight_decay: float = 0.01,
         sparsity_cost: float | None = None,
         k: int = 1,
         warmup_steps: int = 300,
