@@ -117,3 +117,39 @@ def test_bad_layer_specifications_are_value_errors():
     cdbn = ConvolutionalDBN((1, 10, 10), LAYERS)
     with pytest.raises(ValueError, match=r"x: expected shape \(batch, 100\)"):
         cdbn.layers[0].up(torch.zeros(3, 99))
+
+
+def test_learner_step_is_the_position_averaged_cd_gradient_plus_decay_and_sparsity_rule():
+    from pyrogen.models.cdbn import ConvRBMLayer, ConvRBMLearner
+
+    torch.manual_seed(0)
+    layer = ConvRBMLayer(
+        (1, 6, 6), 2, 3, 2, visible_units="gaussian", sparsity_target=0.05, init_scale=0.3
+    )
+    x = torch.randn(5, 36)
+    learner = ConvRBMLearner(layer, lr=0.1, weight_decay=0.01, sparsity_cost=5.0)
+    before = [p.detach().clone() for p in layer.parameters()]
+    torch.manual_seed(1)
+    learner.step(x)
+    # by hand, with the same random numbers: h ~ p(h | x), reconstruction E[v | h]
+    W, b, c = (p.clone().requires_grad_() for p in before)
+    from pyrogen.distributions.conv_rbm import GaussianConvolutionalRBM
+
+    dist = GaussianConvolutionalRBM(W, b, c, image_shape=(6, 6), pooling=2)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        neg = dist.visible_mean(dist.sample_hidden(x))
+    ((dist.free_energy(x).sum() - dist.free_energy(neg).sum()) / (5 * 16)).backward()
+    with torch.no_grad():
+        q = dist.group_activations(x)
+    want = [
+        before[0] - 0.1 * (W.grad + 0.01 * before[0]),
+        before[1] - 0.1 * b.grad,
+        before[2] - 0.1 * (c.grad + 5.0 * (q - 0.05)),
+    ]
+    for p, w in zip(layer.parameters(), want):
+        torch.testing.assert_close(p.detach(), w)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        ConvRBMLearner(layer, lr=0.0)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        ConvRBMLearner(layer, momentum=1.0)
