@@ -139,6 +139,22 @@ def test_kl_warmup_scales_only_the_latent_terms(bench, float64):
     assert l1 != pytest.approx(l0)
 
 
+def test_marginal_nll_is_the_independent_bernoulli_at_the_training_means(bench):
+    # two pixels with training means 0.25 and 0.5 (the 1e-3 clamp does not bite): the test
+    # image (1, 0) costs -log 0.25 - log 0.5 nats, the image (0, 0) -log 0.75 - log 0.5
+    train = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    test = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    out = bench.marginal_nll(train, test)
+    costs = torch.tensor(
+        [-math.log(0.25) - math.log(0.5), -math.log(0.75) - math.log(0.5)], dtype=torch.float64
+    )
+    assert out["nll"] == pytest.approx(costs.mean().item(), abs=1e-12)
+    assert out["stderr"] == pytest.approx(costs.std().item() / math.sqrt(2), abs=1e-12)
+    assert out["num_examples"] == 2
+    # a pixel never on in training is clamped to 1e-3, not log 0
+    assert math.isfinite(bench.marginal_nll(torch.zeros(3, 1), torch.ones(1, 1))["nll"])
+
+
 def test_extrapolation_solves_a_log_linear_curve(bench):
     # -bound = 200 - 10 log(step) reaches 90 at step e^11, at 0.5 s per step
     curve = [
@@ -152,6 +168,9 @@ def test_extrapolation_solves_a_log_linear_curve(bench):
     rising = [{**p, "bound": -(100 + 10 * math.log(p["step"]))} for p in curve]
     assert bench.extrapolate(rising) is None
     assert bench.extrapolate(curve[:2]) is None
+    # a curve stuck at the marginal (0.01 nats per e-fold of steps) gets no number
+    flat = [{**p, "bound": -(206 - 0.01 * math.log(p["step"]))} for p in curve]
+    assert bench.extrapolate(flat) is None
     done = bench.extrapolate([{**p, "bound": -80.0} for p in curve])
     assert done["steps"] == 800
 
@@ -192,3 +211,4 @@ def test_smoke_run_writes_every_table(bench, tmp_path):
     table = (tmp_path / "draw_smoke.md").read_text()
     assert "| DRAW, attention |" in table and "80.97" in table and "87.40" in table
     assert "hand-written (ms)" in table and "held_out (4)" in table
+    assert "pixel marginal" in table and math.isfinite(record["marginal"]["nll"])
