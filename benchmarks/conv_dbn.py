@@ -48,12 +48,19 @@ from _common import machine, markdown_table  # noqa: E402
 from features import linear_accuracy, load_sets  # noqa: E402
 
 from pyrogen.data import olivetti_faces  # noqa: E402
-from pyrogen.data.patches import natural_image_patches, whitening  # noqa: E402
-from pyrogen.models.cdbn import ConvolutionalDBN, ConvRBMLearner, filter_images  # noqa: E402
+from pyrogen.data.patches import load_natural_images  # noqa: E402
+from pyrogen.models.cdbn import (  # noqa: E402
+    ConvolutionalDBN,
+    ConvRBMLearner,
+    filter_images,
+    whiten_one_over_f,
+)
 from pyrogen.train import train  # noqa: E402
 
 #: the standard deviation whitened images are scaled to (unit-variance Gaussian units)
 DATA_STD = 3.0
+#: the side of natural-image patches and of the (cropped) Olivetti faces
+SIDE = 63
 NATURAL_LAYERS = [
     dict(
         filters=24,
@@ -61,56 +68,105 @@ NATURAL_LAYERS = [
         pooling=2,
         visible_units="gaussian",
         sparsity_target=0.003,
-        sparsity_cost=50.0,
-        init_scale=0.001,
+        sparsity_cost=25.0,
+        init_scale=0.01,
+        init_hidden_bias=-2.5,
     ),
-    dict(filters=40, filter_size=5, pooling=1, sparsity_target=0.01, sparsity_cost=50.0),
+    dict(
+        filters=40,
+        filter_size=8,
+        pooling=2,
+        sparsity_target=0.01,
+        sparsity_cost=10.0,
+        init_scale=0.01,
+        init_hidden_bias=-2.0,
+    ),
 ]
 DIGIT_LAYERS = [
-    dict(filters=16, filter_size=7, pooling=2, sparsity_target=0.01, sparsity_cost=50.0),
-    dict(filters=40, filter_size=4, pooling=2, sparsity_target=0.01, sparsity_cost=50.0),
+    dict(
+        filters=16,
+        filter_size=7,
+        pooling=2,
+        sparsity_target=0.02,
+        sparsity_cost=10.0,
+        init_scale=0.01,
+        init_hidden_bias=-2.0,
+    ),
+    dict(
+        filters=40,
+        filter_size=4,
+        pooling=2,
+        sparsity_target=0.02,
+        sparsity_cost=10.0,
+        init_scale=0.01,
+        init_hidden_bias=-2.0,
+    ),
 ]
-LAYER_LR = (0.01, 0.05)
+#: learning rates of the Gaussian first layer and of binary-visible layers
+GAUSSIAN_LR, BINARY_LR = 0.05, 0.1
 MNIST_TRAIN = 3000
 
 
 def whitened_natural_patches(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """ZCA-whitened natural-image patches (``eps=1``) scaled to standard deviation
-    :data:`DATA_STD`."""
-    x = natural_image_patches(n, size=size, seed=seed, whiten="zca", eps=1.0)
-    return x * (DATA_STD / x.std())
+    """``n`` patches of ``size`` x ``size`` cut at random from the natural images whitened
+    whole by :func:`~pyrogen.models.cdbn.whiten_one_over_f`, centred per patch and scaled
+    to standard deviation :data:`DATA_STD`."""
+    images, _ = load_natural_images()
+    white = [whiten_one_over_f(torch.from_numpy(im)) for im in images]
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, size * size)
+    for i in range(n):
+        im = white[int(torch.randint(len(white), (1,), generator=gen))]
+        r = int(torch.randint(im.shape[0] - size + 1, (1,), generator=gen))
+        c = int(torch.randint(im.shape[1] - size + 1, (1,), generator=gen))
+        out[i] = im[r : r + size, c : c + size].reshape(-1)
+    out = out - out.mean(1, keepdim=True)
+    return out * (DATA_STD / out.std())
 
 
 def whitened_faces(size: int) -> torch.Tensor:
-    """The 400 Olivetti faces at ``size`` pixels, ZCA-whitened over the images (``eps=1``)
-    and scaled to standard deviation :data:`DATA_STD`."""
-    x = olivetti_faces("all", size=size).data.float()
+    """The 400 Olivetti faces at 64 x 64, whitened whole by
+    :func:`~pyrogen.models.cdbn.whiten_one_over_f`, cropped to ``size`` x ``size`` and
+    scaled to standard deviation :data:`DATA_STD`."""
+    x = olivetti_faces("all", size=64).data.reshape(-1, 64, 64)
+    x = whiten_one_over_f(x)[:, :size, :size].reshape(x.shape[0], -1)
     x = x - x.mean(1, keepdim=True)
-    w, mean = whitening(x, "zca", eps=1.0)
-    x = (x - mean) @ w.T
     return x * (DATA_STD / x.std())
 
 
-def train_cdbn(data, shape, layers, epochs, batch_size=20, seed=0):
-    """A :class:`ConvolutionalDBN` trained greedily, ``epochs[k]`` epochs for layer ``k``;
-    returns it and, per layer, its seconds and final training numbers."""
+def train_cdbn(data, shape, layers, epochs, batch_sizes=(20, 20), seed=0, first=None):
+    """A :class:`ConvolutionalDBN` trained greedily, ``epochs[k]`` epochs with batches of
+    ``batch_sizes[k]`` for layer ``k``; with ``first`` (a trained first layer of the same
+    shape), layer 1 is copied from it and not trained (Lee et al. train the face layers
+    above the natural-image layer 1). Returns the CDBN and, per trained layer, its seconds
+    and final training numbers."""
     torch.manual_seed(seed)
     cdbn = ConvolutionalDBN(shape, layers)
-    steps = -(-data.shape[0] // batch_size)
+    if first is not None:
+        cdbn.layers[0].load_state_dict(first.state_dict())
 
     def learner_for(k, layer):
-        return ConvRBMLearner(layer, lr=LAYER_LR[min(k, 1)], warmup_steps=2 * steps)
+        steps = -(-data.shape[0] // batch_sizes[k])
+        lr = GAUSSIAN_LR if layer.visible_units == "gaussian" else BINARY_LR
+        return ConvRBMLearner(layer, lr=lr, warmup_steps=steps)
 
     stages = cdbn.stages(learner_for, epochs=1)
     report = []
     for k, (name, learner, _, prepare) in enumerate(stages):
+        if k == 0 and first is not None:
+            continue
         x = prepare(data) if prepare is not None else data
         start = time.perf_counter()
         result = train(
-            learner, x, epochs=epochs[k], batch_size=batch_size, seed=seed + k, progress=False
+            learner,
+            x,
+            epochs=epochs[k],
+            batch_size=batch_sizes[k],
+            seed=seed + k,
+            progress=False,
         )
         seconds = time.perf_counter() - start
-        final = learner.evaluate(x[:500])
+        final = learner.evaluate(x[:200])
         report.append(
             {
                 "layer": name,
@@ -119,7 +175,7 @@ def train_cdbn(data, shape, layers, epochs, batch_size=20, seed=0):
                 "epochs": epochs[k],
                 "seconds": seconds,
                 "recon_error": float(final["recon_error"]),
-                "input_variance": float(x.var()),
+                "input_variance": float(x[:200].var()),
                 "activation": float(final["activation"]),
             }
         )
@@ -150,14 +206,18 @@ def main(argv=None) -> int:
     smoke = args.smoke
     timing, figures = [], []
 
-    # 1-2: natural images and faces
-    natural = whitened_natural_patches(60 if smoke else 2000, 21)
-    faces = whitened_faces(33)[: 40 if smoke else None]
-    for name, data, side, epochs in (
-        ("natural images", natural, 21, (1, 1) if smoke else (6, 3)),
-        ("Olivetti faces", faces, 33, (1, 1) if smoke else (15, 10)),
+    # 1-2: natural images, then faces above the natural-image layer 1
+    natural = whitened_natural_patches(40 if smoke else 600, SIDE)
+    faces = whitened_faces(SIDE)[: 20 if smoke else None]
+    first = None
+    for name, data, epochs, batches in (
+        ("natural images", natural, (1, 1) if smoke else (3, 1), (2, 10)),
+        ("Olivetti faces", faces, (1, 1) if smoke else (1, 6), (2, 10)),
     ):
-        cdbn, report = train_cdbn(data, (1, side, side), NATURAL_LAYERS, epochs)
+        cdbn, report = train_cdbn(
+            data, (1, SIDE, SIDE), NATURAL_LAYERS, epochs, batches, first=first
+        )
+        first = cdbn.layers[0]
         for row in report:
             print(f"  {name:16s} {row}", flush=True)
             timing.append({"data": name, **row})
@@ -172,7 +232,7 @@ def main(argv=None) -> int:
     for name, (xtr, ytr, xva, yva, xte, yte) in sets.items():
         if smoke:
             xtr, ytr, xva, yva, xte, yte = (t[:100] for t in (xtr, ytr, xva, yva, xte, yte))
-        cdbn, report = train_cdbn(xtr, (1, 28, 28), DIGIT_LAYERS, (1, 1) if smoke else (2, 2))
+        cdbn, report = train_cdbn(xtr, (1, 28, 28), DIGIT_LAYERS, (1, 1) if smoke else (3, 3))
         for row in report:
             print(f"  {name:16s} {row}", flush=True)
             timing.append({"data": name, **row})

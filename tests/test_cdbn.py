@@ -3,6 +3,8 @@ probabilistic max-pooling on natural-image patches through the shared stacking m
 (the second layer sees the first's pooling probabilities, the first layer frozen), the
 filters of the second layer drawn in input space, bad layer specifications."""
 
+import math
+
 import pytest
 import torch
 
@@ -153,3 +155,35 @@ def test_learner_step_is_the_position_averaged_cd_gradient_plus_decay_and_sparsi
         ConvRBMLearner(layer, lr=0.0)
     with pytest.raises(ValueError, match="momentum must be in"):
         ConvRBMLearner(layer, momentum=1.0)
+
+
+def test_one_over_f_whitening_scales_each_grating_by_the_ramp_and_cutoff():
+    from pyrogen.models.cdbn import ConvRBMLayer, whiten_one_over_f
+
+    # two cosine gratings on a 64 x 64 grid, at 4/64 and 16/64 cycles per pixel: the
+    # filter R(f) = f exp(-(f / f0)^4) multiplies each amplitude (closed form), then the
+    # image is scaled to unit variance
+    n, f0 = 64, 0.2
+    i = torch.arange(n, dtype=torch.float64)
+    img = 3.0 * torch.cos(2 * torch.pi * 4 * i / n)[None, :] + torch.cos(2 * torch.pi * 16 * i / n)[
+        :, None
+    ].expand(n, n)
+    out = whiten_one_over_f(img, cutoff=f0).double()
+
+    def ramp(f):
+        return f * math.exp(-((f / f0) ** 4))
+
+    a1, a2 = 3.0 * ramp(4 / n), ramp(16 / n)
+    want = (
+        a1 * torch.cos(2 * torch.pi * 4 * i / n)[None, :]
+        + a2 * torch.cos(2 * torch.pi * 16 * i / n)[:, None]
+    )
+    want = want / want.std()  # unit variance (unbiased, as the code)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    assert whiten_one_over_f(img[None]).shape == (1, n, n)
+    with pytest.raises(ValueError, match="cutoff must be in"):
+        whiten_one_over_f(img, cutoff=0.7)
+    layer = ConvRBMLayer((1, 6, 6), 3, 3, 2, init_hidden_bias=-2.5)
+    assert torch.equal(layer.hidden_bias.detach(), torch.full((3,), -2.5))
+    with pytest.raises(ValueError, match="init_hidden_bias must be finite"):
+        ConvRBMLayer((1, 6, 6), 3, 3, 2, init_hidden_bias=float("nan"))

@@ -27,6 +27,9 @@ Higher-layer units are shown as in [1], as weighted combinations of the filters 
 
 [3] Greedy Layer-Wise Training of Deep Networks. Yoshua Bengio, Pascal Lamblin, Dan
     Popovici, Hugo Larochelle. 2007.
+
+[4] Sparse Coding with an Overcomplete Basis Set: A Strategy Employed by V1? Bruno A.
+    Olshausen, David J. Field. 1997.
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ from pyrogen.distributions.conv_rbm import ConvolutionalRBM, GaussianConvolution
 from pyrogen.models.energy import EnergyModel
 from pyrogen.models.greedy import UNIT_TYPES, greedy_stages, propagate
 
-__all__ = ["ConvRBMLayer", "ConvRBMLearner", "ConvolutionalDBN", "filter_images"]
+__all__ = [
+    "ConvRBMLayer",
+    "ConvRBMLearner",
+    "ConvolutionalDBN",
+    "filter_images",
+    "whiten_one_over_f",
+]
 
 
 class ConvRBMLayer(EnergyModel):
@@ -65,6 +74,10 @@ class ConvRBMLayer(EnergyModel):
         :meth:`~pyrogen.distributions.conv_rbm.ConvolutionalRBMBase.sparsity_penalty`).
     :param float sparsity_cost: :math:`\lambda` (0: no regulariser).
     :param float init_scale: standard deviation of the initial filters.
+    :param float init_hidden_bias: initial value of every hidden bias :math:`c_k`; a
+        negative value (Lee et al. start at :math:`-0.1 / \sigma^2`) makes the hidden units
+        sparse from the first step, so that the filters specialise instead of all growing
+        along the data's leading principal directions.
     """
 
     name_prefix = "crbm"
@@ -80,6 +93,7 @@ class ConvRBMLayer(EnergyModel):
         sparsity_target: float = 0.0,
         sparsity_cost: float = 0.0,
         init_scale: float = 0.01,
+        init_hidden_bias: float = 0.0,
         name: str | None = None,
     ) -> None:
         shape = tuple(int(s) for s in input_shape)
@@ -103,7 +117,9 @@ class ConvRBMLayer(EnergyModel):
             init_scale * torch.randn(int(filters), c, int(filter_size), int(filter_size))
         )
         self.visible_bias = nn.Parameter(torch.zeros(c))
-        self.hidden_bias = nn.Parameter(torch.zeros(int(filters)))
+        if not math.isfinite(init_hidden_bias):
+            raise ValueError(f"init_hidden_bias must be finite, got {init_hidden_bias!r}")
+        self.hidden_bias = nn.Parameter(torch.full((int(filters),), float(init_hidden_bias)))
         self.hidden = int(filters)
         self.distribution(validate_args=False)  # checks pooling, sizes and the options now
 
@@ -400,3 +416,37 @@ def filter_images(filters: torch.Tensor) -> torch.Tensor:
     w = filters.detach().reshape(filters.shape[0], -1).float()
     peak = w.abs().amax(1, keepdim=True).clamp_min(1e-12)
     return 0.5 + 0.5 * w / peak
+
+
+def whiten_one_over_f(image: torch.Tensor, cutoff: float = 0.2) -> torch.Tensor:
+    r"""Whiten a whole grey image ``(H, W)`` (or a batch ``(n, H, W)``) with the filter of
+    Olshausen & Field [4], before cutting patches: in the Fourier domain, with the radial
+    frequency :math:`f` in cycles per pixel,
+
+    .. math:: R(f) = f\, e^{-(f / f_0)^4},
+
+    which flattens the :math:`1/f` amplitude spectrum of natural images (the ramp) and
+    removes the highest frequencies, where noise and aliasing dominate (the cut-off
+    :math:`f_0`, ``cutoff``); Lee et al. whiten their images so before training the first
+    CRBM layer [1]. Unlike ZCA on small patches, the result does not depend on the patch
+    size and has no border effects inside the patches. The output has zero mean and unit
+    variance per image (float32).
+
+    :param torch.Tensor image: ``(H, W)`` or ``(n, H, W)`` grey levels.
+    :param float cutoff: :math:`f_0` in cycles per pixel, in :math:`(0, 0.5]`
+        (0.2: [4]'s :math:`0.4 \times` Nyquist).
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() not in (2, 3):
+        raise ValueError(f"image must be a (H, W) or (n, H, W) tensor, got {image!r:.60}")
+    if not 0.0 < cutoff <= 0.5:
+        raise ValueError(f"cutoff must be in (0, 0.5] cycles per pixel, got {cutoff!r}")
+    x = image.to(torch.float64)
+    h, w = x.shape[-2:]
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
+    f = (fx.square() + fy.square()).sqrt()
+    ramp = f * torch.exp(-((f / cutoff) ** 4))
+    x = x - x.mean((-2, -1), keepdim=True)
+    out = torch.fft.irfftn(torch.fft.rfftn(x, dim=(-2, -1)) * ramp, s=(h, w), dim=(-2, -1))
+    out = out - out.mean((-2, -1), keepdim=True)
+    return (out / out.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)).to(torch.float32)
