@@ -4,14 +4,17 @@ layer, and linear classification with CDBN features.
 Three parts, all on CPU with ``--threads`` torch threads (1 by default):
 
 1. **Natural images.** Layer 1: a Gaussian convolutional RBM (24 filters of 10x10,
-   probabilistic max-pooling 2x2, sparsity target 0.003) on ZCA-whitened patches of the
-   natural images of Hyvarinen et al. (``pyrogen.data.natural_image_patches``, whitening
-   regulariser ``eps=1``: a mild low-pass), scaled to standard deviation 3 (a visible noise
-   of a third of the data's spread, see :class:`pyrogen.models.cdbn.ConvRBMLearner`).
-   Layer 2: 40 binary-visible filters of 5x5 over the 24 pooled maps.
-2. **Faces.** The same two-layer recipe on the 400 Olivetti faces at 33x33 (ZCA-whitened
-   over the images, the same scaling); the layer-2 filters drawn in the input space are
-   the part pictures of the paper.
+   probabilistic max-pooling 2x2, sparsity target 0.003, hidden biases starting at -2.5) on
+   63x63 patches of the natural images of Hyvarinen et al., each image whitened whole by
+   the 1/f filter of Olshausen & Field (:func:`pyrogen.models.cdbn.whiten_one_over_f`) and
+   the patches scaled to standard deviation 3 (a visible noise of a third of the data's
+   spread, see :class:`pyrogen.models.cdbn.ConvRBMLearner`); batches of 2 patches, as Lee
+   et al. take one image per step. Layer 2: 40 binary-visible filters of 8x8 over the 24
+   pooled maps, pooling 2.
+2. **Faces.** As in Lee et al., layer 1 is the natural-image layer; layer 2 (the same
+   specification) trains on its pooling probabilities of the 400 Olivetti faces (64x64,
+   whitened the same way, cropped to 63x63). Its filters drawn in the input space (24x24
+   pixels) are the part pictures of the paper.
 3. **Classification.** A two-layer CDBN with binary visible units (16 filters of 7x7,
    pooling 2; 40 filters of 4x4, pooling 2) trained without labels on the training images
    of MNIST and of Caltech-101 Silhouettes; the pooling probabilities of both layers,
@@ -27,9 +30,10 @@ data set, the final reconstruction error and mean activation of each layer, the 
 accuracies. Results go to ``results/conv_dbn.{json,md}`` (``--smoke``:
 ``conv_dbn_smoke``); ``--figures DIR`` also writes the filter pictures as PNGs.
 
-Budget: the full run is sized to about 10 minutes of one CPU thread (MNIST: 3,000 training
-images, Caltech-101 Silhouettes: its 4,100; 2 epochs per layer; natural images: 2,000 patches
-of 21x21, 6 epochs for layer 1); ``--smoke`` takes seconds and is what the tests run.
+Budget: the full run is sized to about 15 minutes of one CPU thread (MNIST: 3,000 training
+images, Caltech-101 Silhouettes: its 4,100; 3 epochs per layer; natural images: 600 patches,
+3 epochs for layer 1, 1 for layer 2; faces: 6 epochs for layer 2); ``--smoke`` takes seconds
+and is what the tests run.
 """
 
 from __future__ import annotations
@@ -76,10 +80,10 @@ NATURAL_LAYERS = [
         filters=40,
         filter_size=8,
         pooling=2,
-        sparsity_target=0.01,
-        sparsity_cost=10.0,
-        init_scale=0.01,
-        init_hidden_bias=-2.0,
+        sparsity_target=0.005,
+        sparsity_cost=3.0,
+        init_scale=0.1,
+        init_hidden_bias=-3.0,
     ),
 ]
 DIGIT_LAYERS = [
@@ -88,7 +92,7 @@ DIGIT_LAYERS = [
         filter_size=7,
         pooling=2,
         sparsity_target=0.02,
-        sparsity_cost=10.0,
+        sparsity_cost=3.0,
         init_scale=0.01,
         init_hidden_bias=-2.0,
     ),
@@ -97,13 +101,13 @@ DIGIT_LAYERS = [
         filter_size=4,
         pooling=2,
         sparsity_target=0.02,
-        sparsity_cost=10.0,
+        sparsity_cost=3.0,
         init_scale=0.01,
         init_hidden_bias=-2.0,
     ),
 ]
 #: learning rates of the Gaussian first layer and of binary-visible layers
-GAUSSIAN_LR, BINARY_LR = 0.05, 0.1
+GAUSSIAN_LR, BINARY_LR = 0.05, 0.3
 MNIST_TRAIN = 3000
 
 
