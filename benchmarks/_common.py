@@ -58,6 +58,18 @@ def _commit() -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def epoch_batches(X: torch.Tensor, batch_size: int, epochs: int, seed: int):
+    """Yield ``epochs`` passes over the rows of ``X`` in seeded random order, as full
+    batches of ``batch_size`` (the last partial batch of an epoch is dropped)."""
+    g = torch.Generator().manual_seed(seed)
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield X[order[i : i + batch_size]]
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         if isinstance(v, float):

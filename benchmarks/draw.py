@@ -105,7 +105,7 @@ from pyro.poutine.messenger import Messenger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import machine, markdown_table  # noqa: E402
+from _common import epoch_batches, machine, markdown_table  # noqa: E402
 from helmholtz_speed import measure  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
@@ -255,16 +255,6 @@ def marginal_nll(train: torch.Tensor, test: torch.Tensor, eps: float = 1e-3) -> 
     }
 
 
-def _batches(X: torch.Tensor, batch_size: int, epochs: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    n = X.shape[0]
-    batch_size = min(batch_size, n)
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=g)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield X[order[i : i + batch_size]]
-
-
 # ----------------------------------------------------------------------------- KL warm-up
 
 
@@ -381,7 +371,7 @@ def train_draw(
 
     point()
     done = False
-    for xb in _batches(train, cfg["batch_size"], cfg["epochs"], seed):
+    for xb in epoch_batches(train, cfg["batch_size"], cfg["epochs"], seed):
         t0 = time.perf_counter()
         warm.weight = kl_weight(steps + 1, kl_warmup)
         out = learner.step(xb.to(device))

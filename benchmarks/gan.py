@@ -97,7 +97,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import machine, markdown_table  # noqa: E402
+from _common import epoch_batches, machine, markdown_table  # noqa: E402
 from helmholtz_speed import measure  # noqa: E402
 
 from pyrogen.data import load  # noqa: E402
@@ -222,16 +222,6 @@ def mnist(train_examples: int, test_images: int, seed: int = 0):
     return train, valid, test
 
 
-def _batches(X: torch.Tensor, batch_size: int, epochs: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    n = X.shape[0]
-    batch_size = min(batch_size, n)
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=g)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield X[order[i : i + batch_size]]
-
-
 # ----------------------------------------------------------------------------- models
 
 
@@ -266,7 +256,7 @@ def train_model(kind: str, latent_dim: int, X: torch.Tensor, epochs: int, seed: 
         batch, key = VAE_BATCH, "loss"
     start = time.perf_counter()
     steps, last = 0, []
-    for xb in _batches(X, batch, epochs, seed):
+    for xb in epoch_batches(X, batch, epochs, seed):
         out = learner.step(xb)
         steps += 1
         last.append(float(out[key]))
@@ -601,7 +591,7 @@ def iwae_check(cfg, seed):
     learner = SVILearner(model, particle_loss("iwae", k), lr=1e-3)
     start = time.perf_counter()
     steps = 0
-    for xb in _batches(train_set, 100, cfg["iwae_epochs"], seed):
+    for xb in epoch_batches(train_set, 100, cfg["iwae_epochs"], seed):
         learner.step(xb)
         steps += 1
     train_seconds = time.perf_counter() - start
