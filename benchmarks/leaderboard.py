@@ -10,7 +10,7 @@ the date (and commit, where recorded) of the run -- and writes it to
 
 Every benchmark writes its own JSON layout; each layout that carries log-likelihoods is read
 by its own function below (``autoregressive``, ``rbm_quality``, ``helmholtz``,
-``vae_quality``, ``gan``). A file of another name is searched for records in the layout of
+``vae_quality``, ``gan``, ``draw``). A file of another name is searched for records in the layout of
 :meth:`pyrogen.evaluate.LogLikelihood.to_dict` (``log_likelihood`` and ``estimator``); files
 with no log-likelihood at all (speed, feature and reconstruction benchmarks) are skipped with
 a printed note.
@@ -365,6 +365,52 @@ def _gan_iwae(record: dict, source: str) -> list[Row]:
     return rows
 
 
+def _draw(record: dict, source: str) -> list[Row]:
+    """benchmarks/draw.py: ``nll`` rows of DRAW with / without attention on binarized MNIST
+    (``importance`` a LogLikelihood record, ``train`` the budget), ``published`` as
+    ``{attention|no_attention: {nll_at_most, source}}``, and ``align_draw`` (alignDRAW's
+    log p(x | caption) on MNIST with captions, with its caption fidelity)."""
+    rows = []
+    published = record.get("published") or {}
+    for r in record.get("nll", []):
+        if "importance" not in r:
+            continue
+        train = r.get("train") or {}
+        config = train.get("config") or {}
+        key = "attention" if r.get("attention") else "no_attention"
+        pub = published.get(key) or {}
+        rows.append(
+            _row(
+                r["importance"],
+                family=f"DRAW ({'attention' if r.get('attention') else 'no attention'}, "
+                f"T={config.get('steps', '?')})",
+                dataset=BINARIZED_MNIST,
+                budget=f"{train.get('epochs')} epochs ({train.get('steps')} steps, batch "
+                f"{train.get('batch_size')}), {train.get('train_seconds', 0) / 60:.1f} min",
+                record=record,
+                source=source,
+                published=f"<= -{pub['nll_at_most']:.2f} (Gregor et al. 2015)"
+                if pub.get("nll_at_most")
+                else "",
+            )
+        )
+    align = record.get("align_draw") or {}
+    if "importance" in align:
+        held = ((align.get("fidelity") or {}).get("held_out") or {}).get("match")
+        rows.append(
+            _row(
+                align["importance"],
+                family="alignDRAW, log p(x | caption)",
+                dataset="MNIST with captions (60 x 60, binarized)",
+                budget=f"{align.get('steps')} steps, {align.get('train_seconds', 0) / 60:.1f} min",
+                record=record,
+                source=source,
+                extra="" if held is None else f"held-out caption fidelity {held:.2f}",
+            )
+        )
+    return rows
+
+
 #: file-name prefix -> reader of that layout, or what the file measures instead of a
 #: log-likelihood (checked in order; those are still searched for LogLikelihood records)
 READERS = [
@@ -375,6 +421,7 @@ READERS = [
     ("helmholtz", _helmholtz),
     ("vae_quality", _vae_quality),
     ("gan", _gan),
+    ("draw", _draw),
     ("iwae", "IWAE step time (benchmarks/iwae_speed.py)"),
     ("precision", "step time by precision (benchmarks/precision.py)"),
     ("gpu", "GPU step times (benchmarks/gpu.py)"),

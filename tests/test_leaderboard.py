@@ -181,3 +181,47 @@ def test_gan_layout_reads_the_iwae_table(tmp_path):
     assert cells[1]["test log-likelihood (nats)"] == "-94.50 ± 2.00 (MC ± 0.20)"
     assert cells[1]["estimator"] == "AIS from the encoder, 100 test images"
     assert cells[0]["training budget"] == "5 epochs (2500 steps, batch 100), 2.0 min"
+
+
+def test_draw_layout(tmp_path):
+    # benchmarks/draw.py: DRAW rows on binarized MNIST with Gregor et al.'s upper bounds on
+    # the NLL, and alignDRAW's conditional log-likelihood with its held-out caption fidelity
+    train = {"config": {"steps": 16}, "steps": 265, "epochs": 0.53, "batch_size": 100}
+    record = {
+        "machine": MACHINE,
+        "published": {"attention": {"nll_at_most": 80.97}, "no_attention": {}},
+        "nll": [
+            {
+                "attention": True,
+                "train": {**train, "train_seconds": 420.0},
+                "importance": _ll(-150.0, 4.0, "importance sampling"),
+            },
+            {
+                "attention": False,
+                "train": {**train, "train_seconds": 60.0},
+                "importance": _ll(-117.0, 3.0, "importance sampling"),
+            },
+        ],
+        "align_draw": {
+            "steps": 130,
+            "train_seconds": 384.0,
+            "importance": _ll(-537.6, 16.7, "importance sampling"),
+            "fidelity": {"held_out": {"match": 0.25}},
+        },
+    }
+    (tmp_path / "draw.json").write_text(json.dumps(record))
+    rows, notes, _ = _leaderboard().gather(tmp_path)
+    cells = {r.family: dict(zip(_leaderboard().HEADER, r.cells())) for r in rows}
+    assert set(cells) == {
+        "DRAW (attention, T=16)",
+        "DRAW (no attention, T=16)",
+        "alignDRAW, log p(x | caption)",
+    }
+    attention = cells["DRAW (attention, T=16)"]
+    assert attention["published"] == "<= -80.97 (Gregor et al. 2015)"
+    assert attention["training budget"] == "0.53 epochs (265 steps, batch 100), 7.0 min"
+    assert attention["data set"] == "binarized MNIST (fixed binarization)"
+    assert cells["DRAW (no attention, T=16)"]["published"] == "-"
+    align = cells["alignDRAW, log p(x | caption)"]
+    assert align["test log-likelihood (nats)"] == "-537.60 ± 16.70"
+    assert "held-out caption fidelity 0.25" in align["diagnostics"]
