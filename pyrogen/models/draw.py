@@ -32,9 +32,19 @@ The guide (the encoder of [1]) reads the image and the error image
         \sigma(h^{enc}_t)^2\big), \qquad \mu, \log\sigma \text{ linear in } h^{enc}_t .
 
 The decoder's states are part of the guide's computation (the encoder sees what has been
-drawn so far), so the guide runs the decoder too; the model runs it again on the same
-:math:`z_{1:T}`. Both share the decoder's parameters, and the reparameterized gradient of
-the bound accounts for both uses.
+drawn so far), so the guide runs the decoder too. When the model is then replayed on the
+guide's draws (every Pyro ELBO, pyrogen's IWAE, importance sampling), it does not run the
+decoder a second time: the guide records, for each :math:`z_t` it drew, the decoder state
+and canvas it computed from it, and the model uses that record when ``pyro.sample``
+returns the very same tensor object, the model's state is the one the guide started that
+step from, the ``context`` argument is the same object and no parameter has been changed
+in place since the guide ran. The model's computation graph is then the guide's, so the
+bound and all its gradients are those of the recomputation (the same functions of the
+same inputs), at the cost of one decoder pass instead of two. In every other case
+(sampling from the prior, values changed by a handler such as ``poutine.condition``, a
+trace from an earlier guide call) the model computes the states itself. The record is
+emptied at the start of every guide call, is not copied with the model
+(``copy.deepcopy``, pickling) and holds one guide call's tensors at most.
 
 The negative bound :math:`\mathcal L = \mathcal L^x + \mathcal L^z` of [1] is
 
@@ -107,6 +117,50 @@ def lstm_step(
     return h.reshape(*lead, -1), c.reshape(*lead, -1)
 
 
+class _DecoderRecord:
+    """The decoder states of the last guide call, keyed on the identity of each drawn
+    :math:`z_t` (see :class:`DRAW`'s module docs). Never copied: a deep copy or an unpickled
+    model starts with an empty record."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        #: ``id(z_t)`` -> ``(z_t, state before the step, state after it)``
+        self.steps: dict[int, tuple[torch.Tensor, dict, dict]] = {}
+        self.initial: dict | None = None
+        self.context: Any = None
+        self.versions: tuple[int, ...] = ()
+
+    def start(self, initial: dict, context: Any, versions: tuple[int, ...]) -> None:
+        self.clear()
+        self.initial, self.context, self.versions = initial, context, versions
+
+    def lookup(self, z: torch.Tensor, state: dict, first: bool) -> dict | None:
+        """The guide's state after decoding ``z``, if ``z`` is the tensor the guide drew and
+        ``state`` the state it decoded it from (the guide's initial one when ``first``)."""
+        entry = self.steps.get(id(z))
+        if entry is None or entry[0] is not z:
+            return None
+        before = entry[1]
+        if before is state or (
+            first
+            and before is self.initial
+            and all(before[k].shape == state[k].shape for k in ("h_dec", "c_dec", "canvas"))
+        ):
+            return entry[2]
+        return None
+
+    def __deepcopy__(self, memo) -> _DecoderRecord:
+        return _DecoderRecord()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
+
 class DRAW(GenerativeModel):
     r"""Deep Recurrent Attentive Writer (see module docs).
 
@@ -134,6 +188,9 @@ class DRAW(GenerativeModel):
 
     name_prefix = "draw"
     has_mean_samples = True
+    #: whether the model, replayed on the guide's draws, reuses the decoder states the guide
+    #: computed (module docs); set False on an instance to recompute them
+    reuse_decoder_states = True
 
     def __init__(
         self,
@@ -204,6 +261,26 @@ class DRAW(GenerativeModel):
             self.log_output_scale = nn.Parameter(torch.full((self.num_features,), math.log(0.1)))
         if pixel_mean is not None:
             self.init_output_bias(pixel_mean)
+        # outside the module's state (not a buffer, not copied); see _DecoderRecord
+        self.__dict__["_decoder_record"] = _DecoderRecord()
+
+    def _parameter_versions(self) -> tuple[int, ...]:
+        """In-place version counters of all parameters: an optimiser step between a guide
+        call and the model's replay invalidates the guide's decoder record."""
+        return tuple(p._version for p in self.parameters())
+
+    def _record_of(self, context: Any) -> _DecoderRecord | None:
+        """The guide's decoder record if the model may use it for ``context``."""
+        record = self.__dict__.get("_decoder_record")
+        if (
+            record is None
+            or not self.reuse_decoder_states
+            or not record.steps
+            or record.context is not context
+            or record.versions != self._parameter_versions()
+        ):
+            return None
+        return record
 
     @torch.no_grad()
     def init_output_bias(self, pixel_mean: torch.Tensor, eps: float = 1e-3) -> None:
@@ -298,11 +375,13 @@ class DRAW(GenerativeModel):
         context_state = self._encode_context(context, batch)
         state = self._initial_state(batch, ref)
         record = self.__dict__.get("_record")
+        decoded = self._record_of(context) if x is not None else None
         with pyro.plate("data", batch):
             for t in pyro.markov(range(self.steps)):
                 loc, scale = self._prior(state["h_dec"], context_state)
                 z = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1))
-                state = self._decode(z, state, context_state)
+                cached = None if decoded is None else decoded.lookup(z, state, t == 0)
+                state = self._decode(z, state, context_state) if cached is None else cached
                 if record is not None:
                     record.append(state["canvas"])
             pyro.sample("x", self._observation(state["canvas"]), obs=x)
@@ -319,6 +398,10 @@ class DRAW(GenerativeModel):
         image = x.reshape(batch, *self.canvas_shape)
         context_state = self._encode_context(context, batch)
         state = self._initial_state(batch, x)
+        decoded = self.__dict__["_decoder_record"]
+        decoded.clear()
+        if self.reuse_decoder_states:
+            decoded.start(state, context, self._parameter_versions())
         h_enc = c_enc = x.new_zeros(batch, self.encoder_size)
         reader, encoder = self._observed("reader"), self._observed("encoder")
         posterior = self._observed("posterior")
@@ -329,7 +412,9 @@ class DRAW(GenerativeModel):
                 h_enc, c_enc = lstm_step(encoder, self._concat(r, h_dec), (h_enc, c_enc))
                 loc, scale = posterior(h_enc)
                 z = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1))
-                state = self._decode(z, state, context_state)
+                before, state = state, self._decode(z, state, context_state)
+                if self.reuse_decoder_states:
+                    decoded.steps[id(z)] = (z, before, state)
         return state["canvas"].flatten(-3)
 
     # ---------------------------------------------------------------- user-facing helpers
