@@ -213,3 +213,28 @@ def test_bad_input_is_a_clear_error():
         read(torch.rand(3, 1, 8, 8), torch.rand(3, 64), torch.randn(3, 4))
     with pytest.raises(ValueError, match="x: expected"):
         FullRead(8, 8)(torch.rand(3, 2, 8, 8), torch.rand(3, 1, 8, 8))
+
+
+@pytest.mark.parametrize("height,width,N", [(28, 28, 2), (28, 28, 5), (9, 13, 3)])
+def test_initial_windows_tile_the_canvas(float64, height, width, N):
+    """Untrained heads (any h) read a blurred image and write over the whole canvas: the
+    regression for DRAW stuck at the pixel marginal, where a 2 x 2 read saw only the four
+    corner pixels and a 5 x 5 write changed the canvas by about w / 30 per pixel."""
+    torch.manual_seed(0)
+    read = GaussianRead(6, height, width, N)
+    write = GaussianWrite(6, height, width, N)
+    h = torch.zeros(3, 6)  # the decoder's initial state
+    w = read.window(h)
+    assert torch.allclose(w.center_x, torch.full((3,), (width + 1) / 2))
+    assert torch.allclose(w.stride, torch.full((3,), max(height, width) / N))
+    assert torch.allclose(w.log_variance.exp().sqrt(), w.stride / 2)
+    # every pixel reaches the glimpse with a weight of at least a third of the average
+    fx, fy, gamma = read.filterbanks(h)
+    assert torch.equal(gamma, torch.ones(3))
+    for f, size in ((fx, width), (fy, height)):
+        assert f.sum(-2).min() > N / size / 3
+    # a patch of ones writes an update of mean exactly one, nowhere below a tenth
+    fx, fy, gamma = write.filterbanks(h)
+    update = write.apply_filterbanks(torch.ones(3, 1, N, N), fx, fy, gamma)
+    torch.testing.assert_close(update.mean((-1, -2, -3)), torch.ones(3))
+    assert update.min() > 0.1

@@ -42,6 +42,21 @@ parameters:
     \mathrm{read}(x, \hat x, h) = \gamma\,[F_Y x F_X^\top,\; F_Y \hat x F_X^\top], \qquad
     \mathrm{write}(h) = \frac{1}{\hat\gamma}\,\hat F_Y^\top w\, \hat F_X.
 
+*Initialisation.* The linear map starts with the weights of :class:`torch.nn.Linear` and
+biases chosen so that, whatever :math:`h`, the grid tiles the canvas: centre
+:math:`\tilde g = 0`, stride :math:`\delta_0 = \max(A, B) / N` (each filter owns a cell of
+:math:`\delta_0` pixels) and standard deviation :math:`\sigma_0 = \delta_0 / 2` (each filter
+averages its cell), :math:`\gamma = 1` for reading and :math:`\hat\gamma = N^2 / (A B)`
+for writing, so that a patch of ones writes a canvas update of mean exactly one (every row
+of :math:`F` sums to one, so the update's total is :math:`\sum w / \hat\gamma`). With the
+biases at zero instead, :math:`\delta = (\max(A, B) - 1)/(N - 1)` puts the outer filters
+on the canvas edges and :math:`\sigma = 1` makes them a pixel wide: a :math:`2 \times 2`
+read then sees only the four corner pixels (empty on MNIST, so no gradient moves the
+window) and a :math:`5 \times 5` write changes 25 small blobs by :math:`w / 6`, about
+:math:`1/30` of what a linear write does per pixel, and DRAW stays at the pixel marginal
+with its KL collapsing to zero. The tiled start reads a blurred image and writes a smooth
+update over the whole canvas; training then narrows and moves the windows.
+
 Images have any number of channels :math:`C`; one filterbank serves every channel, as in
 [1] for colour images. Every function broadcasts over leading batch dimensions (particles,
 examples). The modules without attention (:class:`FullRead`, :class:`FullWrite`) have the
@@ -56,6 +71,7 @@ same call signatures: read returns the concatenated images, write a linear map o
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -160,6 +176,23 @@ class GaussianAttention(_Canvas):
         self.channels = _positive_int(channels, "channels")
         #: :math:`h \mapsto (\tilde g_X, \tilde g_Y, \log\sigma^2, \log\tilde\delta, \log\gamma)`
         self.params = nn.Linear(self.hidden_size, 5)
+        with torch.no_grad():
+            self.params.bias.copy_(self.initial_bias())
+
+    def initial_bias(self) -> torch.Tensor:
+        r"""The initial bias of :attr:`params`: the tiled window of the module docs,
+        :math:`(0, 0, \log\sigma_0^2, \log\tilde\delta_0, \log\gamma_0)` with
+        :math:`\gamma_0 = 1`."""
+        A, B, N = self.width, self.height, self.grid_size
+        stride = max(A, B) / N
+        # delta = (max(A, B) - 1) / max(N - 1, 1) * delta~  (see window_of)
+        delta_tilde = stride * max(N - 1, 1) / max(max(A, B) - 1, 1)
+        return torch.tensor(
+            [0.0, 0.0, 2 * math.log(stride / 2), math.log(delta_tilde), self._initial_log_gamma()]
+        )
+
+    def _initial_log_gamma(self) -> float:
+        return 0.0
 
     def window(self, h: torch.Tensor) -> AttentionWindow:
         """The attention parameters for state ``h`` ``(..., hidden_size)``, in pixels."""
@@ -242,6 +275,10 @@ class GaussianWrite(GaussianAttention):
     ) -> None:
         super().__init__(hidden_size, height, width, grid_size, channels)
         self.patch = nn.Linear(self.hidden_size, self.channels * self.grid_size**2)
+
+    def _initial_log_gamma(self) -> float:
+        # 1 / gamma^ = A B / N^2: a patch of ones writes an update of mean one (module docs)
+        return math.log(self.grid_size**2 / (self.width * self.height))
 
     @staticmethod
     def apply_filterbanks(
