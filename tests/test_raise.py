@@ -490,3 +490,31 @@ def test_short_default_schedules_run_from_0_to_1():
     for bad in ([0.0, 0.5], [0.0, 0.7, 0.5, 1.0], [0.1, 1.0]):
         with pytest.raises(ValueError, match="betas must increase from 0 to 1"):
             inverse_temperatures(torch.tensor(bad))
+
+
+def test_force_ais_scores_an_enumerable_model_by_ais():
+    """``force_ais`` takes the AIS path on a model whose log Z is enumerable (same result
+    as switching enumeration off on the instance), and ``log_likelihood_bracket`` passes
+    it on; without it the exact value is used."""
+    rbm = _rbm(10, 8, scale=1.0, seed=3)
+    S, log_p, _ = _exact(rbm)
+    x = _draw(S, log_p, 50, seed=2)
+    exact = energy_log_likelihood(rbm, x, progress=False)
+    forced = energy_log_likelihood(
+        rbm, x, num_chains=50, betas=200, seed=0, progress=False, force_ais=True
+    )
+    assert "AIS" not in exact.estimator and "AIS" in forced.estimator
+    assert forced.mean != exact.mean and abs(forced.mean - exact.mean) < 0.1
+    same = energy_log_likelihood(
+        _no_ais(_rbm(10, 8, scale=1.0, seed=3)),
+        x,
+        num_chains=50,
+        betas=200,
+        seed=0,
+        progress=False,
+    )
+    assert same.mean == pytest.approx(forced.mean, abs=1e-12)
+    bracket = log_likelihood_bracket(
+        rbm, x, num_chains=50, betas=200, num_samples=2, seed=0, progress=False, force_ais=True
+    )
+    assert bracket.optimistic.mean == pytest.approx(forced.mean, abs=1e-12)

@@ -259,6 +259,7 @@ def log_likelihood_bracket(
     min_ess: float | None = None,
     batch_size: int = 100,
     mean_field_iters: int = 100,
+    force_ais: bool = False,
 ) -> LogLikelihoodBracket:
     r"""AIS (optimistic) and RAISE (conservative) estimates of the mean test log-likelihood
     of the same examples, side by side: a
@@ -271,6 +272,8 @@ def log_likelihood_bracket(
     :param base_data: training data for the base rates of both (``None``: AIS fits them to
         ``data``, RAISE uses a uniform base; see the module docs).
     :param seed: seeds both estimators (each as its own function does).
+    :param bool force_ais: the optimistic end by AIS even where :math:`\log Z` can be
+        enumerated (to show the bracket on a model whose exact value is known).
     """
     ais_result = energy_log_likelihood(
         dist,
@@ -282,6 +285,7 @@ def log_likelihood_bracket(
         mean_field_iters=mean_field_iters,
         seed=seed,
         min_ess=min_ess,
+        force_ais=force_ais,
     )
     raise_result = raise_log_likelihood(
         dist,
