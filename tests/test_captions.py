@@ -198,6 +198,19 @@ def test_registry_entries():
         get_spec("nmist_captoins")
 
 
+def test_stored_sets_refuse_generator_options():
+    with pytest.raises(ValueError, match=r"'mnist' is a stored data set.*\['size'\]"):
+        pyrogen.data.load("mnist", "test", size=10)
+
+
+@requires_data
+def test_load_passes_generator_options_to_the_builder(test):
+    # pyrogen.data.load("mnist_captions", size=...) is the builder called with that size
+    small = pyrogen.data.load("mnist_captions", "test", root=shared_data_root(), size=N_TEST)
+    assert len(small) == N_TEST
+    assert torch.equal(small.tensor(), test.tensor())
+
+
 # ---------------------------------------------------------------------------------------------
 # generated data (reads MNIST)
 

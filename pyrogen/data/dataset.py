@@ -363,6 +363,7 @@ def load(
     *,
     download: bool = True,
     seed: int = 0,
+    **options: Any,
 ) -> ImageDataset:
     """Load one split of a registered data set (see :data:`pyrogen.data.DATASETS`), or
     build one of the generated sets (``"mnist_captions"``, ``"mnist_captions_colour"``:
@@ -378,7 +379,9 @@ def load(
         ``"dynamic"``, ``"stochastic"`` or ``"threshold"`` (grey-level sets only).
     :param download: download missing files (also disabled by ``PYROGEN_NO_DOWNLOAD=1``).
     :param seed: seed of the single Bernoulli sample of ``binarize="stochastic"``.
-    :raises ValueError: unknown name, split or binarization.
+    :param options: options of a generated set's builder (e.g. ``size=`` of
+        :func:`~pyrogen.data.captions.load_mnist_captions`); stored sets take none.
+    :raises ValueError: unknown name, split or binarization, or options for a stored set.
     :raises DatasetNotFoundError: a file is missing and cannot be downloaded.
     :raises ChecksumError: a file does not match its SHA-256.
 
@@ -388,7 +391,11 @@ def load(
     """
     if isinstance(name, str) and name in GENERATED:  # built from registered files
         return GENERATED[name].build(
-            split, root=root, binarize=binarize, download=download, seed=seed
+            split, root=root, binarize=binarize, download=download, seed=seed, **options
+        )
+    if options:
+        raise ValueError(
+            f"{name!r} is a stored data set and takes no generator options; got {sorted(options)}"
         )
     spec = get_spec(name)
     _check_split(spec, split)
