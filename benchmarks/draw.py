@@ -119,6 +119,13 @@ MAX_EXTRAPOLATED_STEPS = 1e9
 #: a model whose test bound is within this many nats of the pixel marginal is called stuck
 STUCK_NATS = 3.0
 
+
+def is_stuck(nll_bound: float, marginal_nll: float) -> bool:
+    """Whether a model's test bound (as an NLL) is no better than the pixel marginal's NLL
+    by more than :data:`STUCK_NATS`."""
+    return nll_bound > marginal_nll - STUCK_NATS
+
+
 #: Gregor et al. (2015), Table 2: test -log p(x) <= (nats), binarized MNIST
 PUBLISHED = {
     True: (80.97, "Gregor et al. 2015, Table 2 (T = 64); quoted by issue 11"),
@@ -881,7 +888,7 @@ def _run(args, sections) -> int:
                 nll_text += (
                     f"\n\nDRAW, {name}: the learning curve is flat or rising; no extrapolation."
                 )
-            if -r["bound"]["bound"] < record["marginal"]["nll"] + STUCK_NATS:
+            if is_stuck(-r["bound"]["bound"], record["marginal"]["nll"]):
                 nll_text += (
                     f" Its bound is within {STUCK_NATS} nats of the pixel marginal: stuck there "
                     f"(test KL {r['bound']['kl']:.2f} nats)."

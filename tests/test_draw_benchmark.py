@@ -212,3 +212,10 @@ def test_smoke_run_writes_every_table(bench, tmp_path):
     assert "| DRAW, attention |" in table and "80.97" in table and "87.40" in table
     assert "hand-written (ms)" in table and "held_out (4)" in table
     assert "pixel marginal" in table and math.isfinite(record["marginal"]["nll"])
+
+
+def test_stuck_means_no_better_than_the_marginal(bench):
+    # the marginal's NLL is 206.8: a bound of 205 is stuck, one of 124.7 (a model that learned)
+    # is not
+    assert bench.is_stuck(205.0, 206.8) and bench.is_stuck(210.0, 206.8)
+    assert not bench.is_stuck(124.7, 206.8) and not bench.is_stuck(203.7, 206.8)
