@@ -149,6 +149,11 @@ def families_table(device: torch.device, smoke: bool) -> list[dict]:
     rows = []
     for name, fam in load_families().items():
         row = {"family": name, "data": source, "batch_size": batch}
+        if fam.conditional:  # trains on (image, context) pairs, not on these images
+            row["skipped"] = f"conditional: needs {fam.default_dataset}"
+            rows.append(row)
+            print(f"  {name}: {row}", flush=True)
+            continue
         try:
             cfg = fam.config(**(fam.smoke_config if smoke else {}))
             torch.manual_seed(0)
@@ -314,7 +319,7 @@ def markdown(record: dict) -> str:
         rows.append(
             [
                 r["family"],
-                r.get("ms_per_step", r.get("error", "-")),
+                r.get("ms_per_step", r.get("error", r.get("skipped", "-"))),
                 r.get("hand_ms_per_step", "-"),
                 r.get("ratio_to_hand", "-"),
                 r.get("eval_examples_per_s", "-"),
