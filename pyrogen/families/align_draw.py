@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from pyrogen.families.base import DataInfo, Family, choice, option, register
+from pyrogen.families.draw import draw_network_options
 from pyrogen.families.vae import particle_loss
 
 #: the conditional data sets the family trains on by default, and their vocabulary sizes
@@ -159,18 +160,10 @@ class AlignDRAWFamily(Family):
 
         return AlignDRAW(
             info.num_features,
-            image_shape=info.image_shape,
             vocab_size=_vocab_size(config, info),
-            steps=config.steps,
-            latent_dim=config.latent_dim,
-            encoder_size=config.encoder_size,
-            decoder_size=config.decoder_size,
-            attention=config.attention,
-            read_size=config.read_size,
-            write_size=config.write_size,
             language_size=config.language_size,
             alignment_size=config.alignment_size,
-            pixel_mean=info.pixel_mean,
+            **draw_network_options(config, info),
         )
 
     def loss(self, config: AlignDRAWConfig):

@@ -44,6 +44,22 @@ class DRAWConfig:
             raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
 
 
+def draw_network_options(config, info: DataInfo) -> dict:
+    """The keyword arguments of :class:`~pyrogen.models.draw.DRAW`'s networks taken from a
+    config (the ``draw`` family's or ``align_draw``'s) and the data."""
+    return {
+        "image_shape": info.image_shape,
+        "steps": config.steps,
+        "latent_dim": config.latent_dim,
+        "encoder_size": config.encoder_size,
+        "decoder_size": config.decoder_size,
+        "attention": config.attention,
+        "read_size": config.read_size,
+        "write_size": config.write_size,
+        "pixel_mean": info.pixel_mean,
+    }
+
+
 @register
 class DRAWFamily(Family):
     name = "draw"
@@ -63,19 +79,7 @@ class DRAWFamily(Family):
     def build(self, config: DRAWConfig, info: DataInfo) -> torch.nn.Module:
         from pyrogen.models.draw import DRAW
 
-        return DRAW(
-            info.num_features,
-            image_shape=info.image_shape,
-            steps=config.steps,
-            latent_dim=config.latent_dim,
-            encoder_size=config.encoder_size,
-            decoder_size=config.decoder_size,
-            attention=config.attention,
-            read_size=config.read_size,
-            write_size=config.write_size,
-            prior=config.prior,
-            pixel_mean=info.pixel_mean,
-        )
+        return DRAW(info.num_features, prior=config.prior, **draw_network_options(config, info))
 
     def loss(self, config: DRAWConfig):
         return particle_loss(config.objective, config.num_particles)
