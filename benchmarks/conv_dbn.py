@@ -4,13 +4,15 @@ layer, and linear classification with CDBN features.
 Three parts, all on CPU with ``--threads`` torch threads (1 by default):
 
 1. **Natural images.** Layer 1: a Gaussian convolutional RBM (24 filters of 10x10,
-   probabilistic max-pooling 2x2, sparsity target 0.003, hidden biases starting at -2.5) on
-   63x63 patches of the natural images of Hyvarinen et al., each image whitened whole by
-   the 1/f filter of Olshausen & Field (:func:`pyrogen.models.cdbn.whiten_one_over_f`) and
-   the patches scaled to standard deviation 3 (a visible noise of a third of the data's
-   spread, see :class:`pyrogen.models.cdbn.ConvRBMLearner`); batches of 2 patches, as Lee
-   et al. take one image per step. Layer 2: 40 binary-visible filters of 8x8 over the 24
-   pooled maps, pooling 2.
+   probabilistic max-pooling 2x2, sparsity target 0.003, hidden biases starting at -1) on
+   63x63 patches of the natural images of Hyvarinen et al. at half resolution (2x2 area
+   averages), each image whitened whole by the 1/f filter of Olshausen & Field
+   (:func:`pyrogen.models.cdbn.whitened_patches`) and the patches scaled to standard
+   deviation 3 (a visible noise of a third of the data's spread, see
+   :class:`pyrogen.models.cdbn.ConvRBMLearner`), the noise annealed from twice that
+   (``anneal_from=0.5``); batches of 2 patches, as Lee et al. take one image per step.
+   Layer 2: 40 binary-visible filters of 8x8 over the 24 pooled maps, pooling 2, sparsity
+   target 0.02, learning rate 0.1 without weight decay.
 2. **Faces.** As in Lee et al., layer 1 is the natural-image layer; layer 2 (the same
    specification) trains on its pooling probabilities of the 400 Olivetti faces (64x64,
    whitened the same way, cropped to 63x63). Its filters drawn in the input space (24x24
@@ -30,10 +32,10 @@ data set, the final reconstruction error and mean activation of each layer, the 
 accuracies. Results go to ``results/conv_dbn.{json,md}`` (``--smoke``:
 ``conv_dbn_smoke``); ``--figures DIR`` also writes the filter pictures as PNGs.
 
-Budget: the full run is sized to about 15 minutes of one CPU thread (MNIST: 3,000 training
+Budget: the full run is sized to about 20 minutes of one CPU thread (MNIST: 3,000 training
 images, Caltech-101 Silhouettes: its 4,100; 3 epochs per layer; natural images: 600 patches,
-3 epochs for layer 1, 1 for layer 2; faces: 6 epochs for layer 2); ``--smoke`` takes seconds
-and is what the tests run.
+16 epochs for layer 1, 2 for layer 2; faces: 30 epochs for layer 2); ``--smoke`` takes
+seconds and is what the tests run.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from pyrogen.models.cdbn import (  # noqa: E402
     ConvolutionalDBN,
     ConvRBMLearner,
     filter_images,
-    whiten_one_over_f,
+    whitened_patches,
 )
 from pyrogen.train import train  # noqa: E402
 
@@ -72,18 +74,18 @@ NATURAL_LAYERS = [
         pooling=2,
         visible_units="gaussian",
         sparsity_target=0.003,
-        sparsity_cost=25.0,
+        sparsity_cost=5.0,
         init_scale=0.01,
-        init_hidden_bias=-2.5,
+        init_hidden_bias=-1.0,
     ),
     dict(
         filters=40,
         filter_size=8,
         pooling=2,
-        sparsity_target=0.005,
+        sparsity_target=0.02,
         sparsity_cost=3.0,
         init_scale=0.1,
-        init_hidden_bias=-3.0,
+        init_hidden_bias=-2.0,
     ),
 ]
 DIGIT_LAYERS = [
@@ -106,44 +108,54 @@ DIGIT_LAYERS = [
         init_hidden_bias=-2.0,
     ),
 ]
-#: learning rates of the Gaussian first layer and of binary-visible layers
+#: learning rates of the Gaussian first layer and of binary-visible layers (digits)
 GAUSSIAN_LR, BINARY_LR = 0.05, 0.3
+#: learning rate and weight decay of layer 2 above the natural-image layer (natural images,
+#: faces): at 0.3 with weight decay 0.01 every unit collapsed onto one blob template
+PARTS_BINARY = (0.1, 0.0)
+#: the natural images are area-averaged over 2x2 blocks before whitening
+NATURAL_DOWNSAMPLE = 2
+#: the Gaussian layer's data scale starts at this fraction (visible noise annealed)
+ANNEAL_FROM = 0.5
 MNIST_TRAIN = 3000
+#: epochs of (layer 1, layer 2) on natural-image patches and on faces (layer 1 not retrained)
+NATURAL_EPOCHS, FACE_EPOCHS = (16, 2), (1, 30)
 
 
 def whitened_natural_patches(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """``n`` patches of ``size`` x ``size`` cut at random from the natural images whitened
-    whole by :func:`~pyrogen.models.cdbn.whiten_one_over_f`, centred per patch and scaled
-    to standard deviation :data:`DATA_STD`."""
+    """``n`` patches of ``size`` x ``size`` of the natural images at half resolution,
+    whitened whole (:func:`~pyrogen.models.cdbn.whitened_patches`, downsample
+    :data:`NATURAL_DOWNSAMPLE`) and scaled to standard deviation :data:`DATA_STD`."""
     images, _ = load_natural_images()
-    white = [whiten_one_over_f(torch.from_numpy(im)) for im in images]
-    gen = torch.Generator().manual_seed(seed)
-    out = torch.empty(n, size * size)
-    for i in range(n):
-        im = white[int(torch.randint(len(white), (1,), generator=gen))]
-        r = int(torch.randint(im.shape[0] - size + 1, (1,), generator=gen))
-        c = int(torch.randint(im.shape[1] - size + 1, (1,), generator=gen))
-        out[i] = im[r : r + size, c : c + size].reshape(-1)
-    out = out - out.mean(1, keepdim=True)
-    return out * (DATA_STD / out.std())
+    return whitened_patches(images, n, size, downsample=NATURAL_DOWNSAMPLE, std=DATA_STD, seed=seed)
 
 
 def whitened_faces(size: int) -> torch.Tensor:
-    """The 400 Olivetti faces at 64 x 64, whitened whole by
-    :func:`~pyrogen.models.cdbn.whiten_one_over_f`, cropped to ``size`` x ``size`` and
-    scaled to standard deviation :data:`DATA_STD`."""
+    """The 400 Olivetti faces at 64 x 64, whitened whole, cropped to ``size`` x ``size``
+    and scaled to standard deviation :data:`DATA_STD`
+    (:func:`~pyrogen.models.cdbn.whitened_patches` with ``num=None``)."""
     x = olivetti_faces("all", size=64).data.reshape(-1, 64, 64)
-    x = whiten_one_over_f(x)[:, :size, :size].reshape(x.shape[0], -1)
-    x = x - x.mean(1, keepdim=True)
-    return x * (DATA_STD / x.std())
+    return whitened_patches(list(x), None, size, std=DATA_STD)
 
 
-def train_cdbn(data, shape, layers, epochs, batch_sizes=(20, 20), seed=0, first=None):
+def train_cdbn(
+    data,
+    shape,
+    layers,
+    epochs,
+    batch_sizes=(20, 20),
+    seed=0,
+    first=None,
+    binary=(BINARY_LR, 0.01),
+):
     """A :class:`ConvolutionalDBN` trained greedily, ``epochs[k]`` epochs with batches of
     ``batch_sizes[k]`` for layer ``k``; with ``first`` (a trained first layer of the same
     shape), layer 1 is copied from it and not trained (Lee et al. train the face layers
-    above the natural-image layer 1). Returns the CDBN and, per trained layer, its seconds
-    and final training numbers."""
+    above the natural-image layer 1). A Gaussian layer trains at :data:`GAUSSIAN_LR` with its
+    visible noise annealed (``anneal_from`` :data:`ANNEAL_FROM` over all its steps); binary
+    layers at ``binary`` = (learning rate, weight decay), their visible biases set from
+    their inputs first (:meth:`~pyrogen.models.cdbn.ConvRBMLayer.init_visible_bias`).
+    Returns the CDBN and, per trained layer, its seconds and final training numbers."""
     torch.manual_seed(seed)
     cdbn = ConvolutionalDBN(shape, layers)
     if first is not None:
@@ -151,8 +163,16 @@ def train_cdbn(data, shape, layers, epochs, batch_sizes=(20, 20), seed=0, first=
 
     def learner_for(k, layer):
         steps = -(-data.shape[0] // batch_sizes[k])
-        lr = GAUSSIAN_LR if layer.visible_units == "gaussian" else BINARY_LR
-        return ConvRBMLearner(layer, lr=lr, warmup_steps=steps)
+        if layer.visible_units == "gaussian":
+            return ConvRBMLearner(
+                layer,
+                lr=GAUSSIAN_LR,
+                warmup_steps=steps,
+                anneal_from=ANNEAL_FROM,
+                anneal_steps=steps * epochs[k],
+            )
+        lr, decay = binary
+        return ConvRBMLearner(layer, lr=lr, weight_decay=decay, warmup_steps=steps)
 
     stages = cdbn.stages(learner_for, epochs=1)
     report = []
@@ -160,6 +180,8 @@ def train_cdbn(data, shape, layers, epochs, batch_sizes=(20, 20), seed=0, first=
         if k == 0 and first is not None:
             continue
         x = prepare(data) if prepare is not None else data
+        if learner.layer.visible_units == "binary":
+            learner.layer.init_visible_bias(x)
         start = time.perf_counter()
         result = train(
             learner,
@@ -215,11 +237,17 @@ def main(argv=None) -> int:
     faces = whitened_faces(SIDE)[: 20 if smoke else None]
     first = None
     for name, data, epochs, batches in (
-        ("natural images", natural, (1, 1) if smoke else (3, 1), (2, 10)),
-        ("Olivetti faces", faces, (1, 1) if smoke else (1, 6), (2, 10)),
+        ("natural images", natural, (1, 1) if smoke else NATURAL_EPOCHS, (2, 10)),
+        ("Olivetti faces", faces, (1, 1) if smoke else FACE_EPOCHS, (2, 10)),
     ):
         cdbn, report = train_cdbn(
-            data, (1, SIDE, SIDE), NATURAL_LAYERS, epochs, batches, first=first
+            data,
+            (1, SIDE, SIDE),
+            NATURAL_LAYERS,
+            epochs,
+            batches,
+            first=first,
+            binary=PARTS_BINARY,
         )
         first = cdbn.layers[0]
         for row in report:

@@ -187,3 +187,83 @@ def test_one_over_f_whitening_scales_each_grating_by_the_ramp_and_cutoff():
     assert torch.equal(layer.hidden_bias.detach(), torch.full((3,), -2.5))
     with pytest.raises(ValueError, match="init_hidden_bias must be finite"):
         ConvRBMLayer((1, 6, 6), 3, 3, 2, init_hidden_bias=float("nan"))
+
+
+def test_annealed_step_is_the_plain_step_on_the_scaled_batch_and_the_schedule_is_geometric():
+    from pyrogen.models.cdbn import ConvRBMLayer, ConvRBMLearner
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 36)
+    layers, learners = [], []
+    for anneal in (True, False):
+        torch.manual_seed(0)
+        layer = ConvRBMLayer((1, 6, 6), 2, 3, 2, visible_units="gaussian", init_scale=0.3)
+        kw = dict(anneal_from=0.25, anneal_steps=4) if anneal else {}
+        layers.append(layer)
+        learners.append(ConvRBMLearner(layer, lr=0.1, **kw))
+    # s_t = a^(1 - t/T): 0.25, 0.25^(3/4), 0.25^(1/2) = 0.5, 0.25^(1/4), then 1
+    annealed, plain = learners
+    want = [0.25, 0.25**0.75, 0.5, 0.25**0.25, 1.0, 1.0]
+    assert [annealed.input_scale(t) for t in range(6)] == pytest.approx(want, rel=1e-12)
+    for t in range(6):  # each annealed step equals a plain step on s_t times the batch
+        torch.manual_seed(t)
+        annealed.step(x)
+        torch.manual_seed(t)
+        plain.step(x * want[t])
+        for p, q in zip(*(lay.parameters() for lay in layers)):
+            torch.testing.assert_close(p, q)
+    assert annealed.state_dict()["steps"] == 6
+    with pytest.raises(ValueError, match="anneal_from must be in"):
+        ConvRBMLearner(layers[0], anneal_from=1.5)
+    with pytest.raises(ValueError, match="anneal_steps must be"):
+        ConvRBMLearner(layers[0], anneal_steps=-1)
+
+
+def test_visible_bias_from_data_makes_a_silent_layer_reconstruct_the_channel_means():
+    from pyrogen.models.cdbn import ConvRBMLayer
+
+    torch.manual_seed(0)
+    x = torch.rand(10, 2, 6, 6) * torch.tensor([0.05, 0.6])[None, :, None, None]
+    layer = ConvRBMLayer((2, 6, 6), 3, 3, 2)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.hidden_bias.fill_(-50.0)  # hidden units off: p(v | h = 0) = sigmoid(b)
+    layer.init_visible_bias(x)
+    recon = layer.reconstruct(x).reshape(10, 2, 6, 6)
+    torch.testing.assert_close(recon[0, :, 0, 0], x.mean((0, 2, 3)), atol=1e-6, rtol=0)
+    gauss = ConvRBMLayer((1, 6, 6), 3, 3, 2, visible_units="gaussian")
+    gauss.init_visible_bias(x[:, :1] + 2.0)
+    torch.testing.assert_close(gauss.visible_bias.detach(), (x[:, :1] + 2.0).mean().reshape(1))
+
+
+def test_whitened_patches_downsample_whiten_cut_and_scale():
+    import torch.nn.functional as F
+
+    from pyrogen.models.cdbn import whiten_one_over_f, whitened_patches
+
+    torch.manual_seed(0)
+    images = [torch.rand(40, 48), torch.rand(36, 36)]
+    p = whitened_patches(images, 50, 10, downsample=2, std=3.0, seed=1)
+    assert p.shape == (50, 100)
+    assert float(p.std()) == pytest.approx(3.0, rel=1e-5)
+    torch.testing.assert_close(p.mean(1), torch.zeros(50), atol=1e-5, rtol=0)
+    assert torch.equal(p, whitened_patches(images, 50, 10, downsample=2, std=3.0, seed=1))
+    assert not torch.equal(p, whitened_patches(images, 50, 10, downsample=2, std=3.0, seed=2))
+    # every patch is a window of one of the downsampled, whitened images (up to centring
+    # and one common scale)
+    white = [whiten_one_over_f(F.avg_pool2d(im[None, None], 2)[0, 0]) for im in images]
+    windows = torch.cat(
+        [w.unfold(0, 10, 1).unfold(1, 10, 1).reshape(-1, 100) for w in white]
+    ).double()
+    windows = windows - windows.mean(1, keepdim=True)
+    q = p.double()
+    cos = (q / q.norm(dim=1, keepdim=True)) @ (windows / windows.norm(dim=1, keepdim=True)).T
+    assert bool((cos.max(1).values > 1 - 1e-6).all())
+    crops = whitened_patches(images, None, 12, std=1.0)  # num=None: top-left crops
+    assert crops.shape == (2, 144)
+    with pytest.raises(ValueError, match=r"smaller than the 20x20 patches"):
+        whitened_patches(images, 5, 20, downsample=2)
+    with pytest.raises(ValueError, match="grey"):
+        whitened_patches([torch.rand(3, 20, 20)], 5, 10)
+    with pytest.raises(ValueError, match="num must be"):
+        whitened_patches(images, 0, 10)
