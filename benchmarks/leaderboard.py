@@ -193,10 +193,14 @@ def _autoregressive(record: dict, source: str) -> list[Row]:
 
 def _rbm_quality(record: dict, source: str) -> list[Row]:
     """benchmarks/rbm.py (quality): ``results.rbm`` / ``results.dbm`` / ``results.dbn``, AIS
-    estimates (a DBN's: importance sampling with the top RBM's AIS log Z); where a
+    estimates (a DBN's: importance sampling with the top RBM's AIS log Z) on the record's
+    ``dataset`` (binarized MNIST, or Omniglot binarized once); where a
     ``bracket`` is recorded, its RAISE (conservative) and AIS (optimistic) ends on the same
     images go in the diagnostics, and the run's ``seed`` in the budget."""
     names = {"rbm": "RBM (PCD)", "dbm": "DBM", "dbn": "DBN (greedy + up-down)"}
+    dataset = {"omniglot": "Omniglot 28x28 (one fixed binarization)"}.get(
+        record.get("dataset", "binarized_mnist"), BINARIZED_MNIST
+    )
     rows = []
     for key, r in record["results"].items():
         budget = f"{r['train_seconds'] / 60:.1f} min" if "train_seconds" in r else ""
@@ -213,7 +217,7 @@ def _rbm_quality(record: dict, source: str) -> list[Row]:
             _row(
                 r,
                 family=names.get(key, key),
-                dataset=BINARIZED_MNIST,
+                dataset=dataset,
                 budget=budget,
                 record=record,
                 source=source,

@@ -383,6 +383,17 @@ def main(argv=None) -> int:
         default=None,
         help="score a seeded random subset of N test images (--quality)",
     )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="binarized_mnist",
+        help="--quality: binarized MNIST, or Omniglot (binarized once with a fixed seed)",
+    )
+    parser.add_argument(
+        "--samples",
+        action="store_true",
+        help="--quality: write the DBM's samples beside training images (a PNG in results/)",
+    )
     parser.add_argument("--ais-chains", type=int, default=None, help="AIS chains")
     parser.add_argument("--ais-betas", type=int, default=None, help="AIS temperatures")
     parser.add_argument(
@@ -424,7 +435,9 @@ MODELS = ("rbm", "dbm", "dbn")
 ARCHITECTURES = {"rbm_hidden": HIDDEN, "dbm_hidden": (500, 1000), "dbn_hidden": (500, 500, 2000)}
 
 
-def _train_family(name, config, lr, epochs, data, lr_schedule=None, seed=0, progress=True):
+def _train_family(
+    name, config, lr, epochs, data, lr_schedule=None, seed=0, progress=True, dataset=None
+):
     """Build and train a registered family on ``data`` through :class:`pyrogen.runs.Run`
     (as ``pyrogen train`` does, with this benchmark's learning-rate schedule); returns the
     run and the training seconds."""
@@ -432,7 +445,7 @@ def _train_family(name, config, lr, epochs, data, lr_schedule=None, seed=0, prog
         RunConfig(
             name,
             config,
-            dataset="binarized_mnist",
+            dataset=dataset or "binarized_mnist",
             epochs=epochs,
             batch_size=BATCH,
             lr=lr,
@@ -587,16 +600,15 @@ def quality(args) -> int:
     pyro.enable_validation(False)
     limit = args.limit or (QUICK["limit"] if args.quick else None)
     test_limit = args.test_limit or (QUICK["test_limit"] if args.quick else None)
+    data, test_all = quality_data(args.dataset)
     if limit:
-        data = load("binarized_mnist", "train").tensor()[:limit]
-    else:
-        data = load("binarized_mnist", "train+valid").tensor()
+        data = data[:limit]
     base = data[:BASE_IMAGES]  # AIS's and RAISE's base rates: training images, not test ones
-    test_all = load("binarized_mnist", "test").tensor()
     test = test_all[subset_index(len(test_all), test_limit)]
     progress = not args.quick
     seed = args.seed
-    rows, lines, record = [], [], {"machine": machine(), "seed": seed, "results": {}}
+    rows, lines = [], []
+    record = {"machine": machine(), "seed": seed, "dataset": args.dataset, "results": {}}
     record["settings"] = {
         k: getattr(args, k)
         for k in (*QUALITY_DEFAULTS, "rbm_hidden", "dbm_hidden", "dbn_hidden", "min_ess")
@@ -621,6 +633,7 @@ def quality(args) -> int:
             lr_schedule=decay,
             seed=seed,
             progress=progress,
+            dataset=args.dataset,
         )
         training = (
             f"PCD-1, {epochs} epochs, lr {args.rbm_lr * BATCH:g}"
@@ -632,8 +645,9 @@ def quality(args) -> int:
         )
         rows.append(row)
         lines.append(line)
-        for how, nll in (("CD-25", "86.34"), ("CD-1", "125.53")):
-            rows.append(["Salakhutdinov & Murray (2008) RBM 500", how, "-", nll, "AIS", "-"])
+        if args.dataset == "binarized_mnist":
+            for how, nll in (("CD-25", "86.34"), ("CD-1", "125.53")):
+                rows.append(["Salakhutdinov & Murray (2008) RBM 500", how, "-", nll, "AIS", "-"])
 
     if "dbm" in args.models:
         pre, joint = args.dbm_pretrain_epochs, args.dbm_epochs
@@ -658,6 +672,7 @@ def quality(args) -> int:
             lr_schedule=dbm_decay,
             seed=seed,
             progress=progress,
+            dataset=args.dataset,
         )
         training = (
             f"pre-training {pre}+{pre} epochs, joint {joint} epochs (mean field + PCD), lr "
@@ -672,10 +687,18 @@ def quality(args) -> int:
         )
         rows.append(row)
         lines.append(line)
-        rows.append(
-            ["Salakhutdinov & Hinton (2009) DBM 500-1000", "variational bound", "-", "84.62"]
-            + ["AIS", "-"]
-        )
+        if args.dataset == "binarized_mnist":
+            rows.append(
+                ["Salakhutdinov & Hinton (2009) DBM 500-1000", "variational bound", "-", "84.62"]
+                + ["AIS", "-"]
+            )
+        if args.samples:
+            record["results"]["dbm"]["samples"] = samples_beside_data(
+                run, data, f"{result_name(args)}_samples.png", seed
+            )
+            lines.append(
+                f"DBM samples beside training images: {record['results']['dbm']['samples']}"
+            )
 
     if "dbn" in args.models:
         greedy, updown = args.dbn_greedy_epochs, args.dbn_updown_epochs
@@ -695,6 +718,7 @@ def quality(args) -> int:
             data,
             seed=seed,
             progress=progress,
+            dataset=args.dataset,
         )
         training = (
             f"greedy CD-1, {greedy} epochs per RBM, up-down {updown} epochs, lr "
@@ -738,13 +762,15 @@ def quality(args) -> int:
         )
         record["results"]["dbn"] = {"train_seconds": seconds, "eval_seconds": eval_seconds}
         record["results"]["dbn"].update(ll.to_dict())
-        rows.append(
-            ["Salakhutdinov & Murray (2008) DBN 500-500-2000", "CD-25", "-", "86.22", "AIS", "-"]
-        )
+        if args.dataset == "binarized_mnist":
+            rows.append(
+                ["Salakhutdinov & Murray (2008) DBN 500-500-2000", "CD-25", "-", "86.22"]
+                + ["AIS", "-"]
+            )
 
     m = record["machine"]
     title = (
-        f"Test NLL on binarized MNIST (fixed binarization), seed {seed}, trained on {len(data)} "
+        f"Test NLL on {DATASET_TITLES[args.dataset]}, seed {seed}, trained on {len(data)} "
         f"images, batch {BATCH}; AIS {args.ais_chains} chains x {args.ais_betas} temperatures, "
         f"RAISE {args.raise_chains} reverse chains x {args.raise_betas} temperatures on the "
         f"first {args.raise_examples} of the scored test images (AIS beside it on the same "
@@ -765,21 +791,89 @@ def quality(args) -> int:
     rows = [row + ["-"] * (len(header) - len(row)) for row in rows]
     table = title + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(lines)
     print(table)
-    name = (
-        "rbm_quality" if len(args.models) == len(MODELS) else "rbm_quality_" + "_".join(args.models)
-    )
-    name += f"_seed{seed}"
-    if args.quick:
-        name += "_smoke"
-    elif args.limit or args.test_limit:
-        name += "_quick"
-    js, md = write_results(name, record, table)
+    js, md = write_results(result_name(args), record, table)
     print(f"\nwrote {js} and {md}")
     return 0
 
 
 #: training images whose pixel marginals give AIS's and RAISE's base-rate model
 BASE_IMAGES = 10000
+
+#: the data sets of --quality
+DATASETS = ("binarized_mnist", "omniglot")
+DATASET_TITLES = {
+    "binarized_mnist": "binarized MNIST (fixed binarization)",
+    "omniglot": "Omniglot (background set for training, evaluation set for testing, 28x28, "
+    "binarized once with a fixed seed)",
+}
+#: the seed of Omniglot's one fixed binarization (the same for every run seed)
+OMNIGLOT_BINARIZATION_SEED = 0
+
+
+def quality_data(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test images of ``--dataset``: binarized MNIST's fixed binarization
+    (all 60,000 non-test images and the 10,000 test images), or Omniglot's grey levels
+    (``pyrogen.data.load("omniglot")``: the background set for training, the evaluation set
+    for testing) binarized once by a Bernoulli draw seeded with
+    :data:`OMNIGLOT_BINARIZATION_SEED`, so that every run and seed sees the same binary
+    images."""
+    if dataset == "binarized_mnist":
+        return (
+            load("binarized_mnist", "train+valid").tensor(),
+            load("binarized_mnist", "test").tensor(),
+        )
+    if dataset != "omniglot":
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    gen = torch.Generator().manual_seed(OMNIGLOT_BINARIZATION_SEED)
+    out = []
+    for split in ("train", "test"):
+        grey = load("omniglot", split).tensor().float()
+        out.append(torch.bernoulli(grey.clamp(0, 1), generator=gen))
+    return out[0], out[1]
+
+
+def result_name(args) -> str:
+    """``rbm_quality[_omniglot][_<models>]_seed<N>[_smoke|_quick]``."""
+    name = "rbm_quality"
+    if args.dataset != "binarized_mnist":
+        name += f"_{args.dataset}"
+    if len(args.models) != len(MODELS):
+        name += "_" + "_".join(args.models)
+    name += f"_seed{args.seed}"
+    if args.quick:
+        name += "_smoke"
+    elif args.limit or args.test_limit:
+        name += "_quick"
+    return name
+
+
+def samples_beside_data(run, data: torch.Tensor, filename: str, seed: int, n: int = 64) -> str:
+    r"""A PNG in the results folder: ``n`` training images (left half of each row) beside
+    ``n`` samples of the trained model (:meth:`pyrogen.runs.Run.sample`: the means of
+    :math:`p(v \mid h)` at the end of its Gibbs chains; right half); returns its path."""
+    import _common
+
+    from pyrogen.plotting import save_image_grid
+
+    samples, _ = run.sample(n, seed=seed)
+    side = int(math.isqrt(n))
+    gen = torch.Generator().manual_seed(seed)
+    real = data[torch.randperm(len(data), generator=gen)[:n]].float()
+    rows = torch.cat(
+        [real.reshape(side, -1, real.shape[-1]), samples.reshape(side, -1, real.shape[-1]).cpu()],
+        1,
+    )
+    path = _common.RESULTS / filename
+    _common.RESULTS.mkdir(parents=True, exist_ok=True)
+    save_image_grid(
+        rows.reshape(-1, real.shape[-1]),
+        path,
+        (28, 28),
+        nrow=rows.shape[1],
+        title="training images (left) | model samples (right)",
+        scale=1.0,
+    )
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -146,3 +146,40 @@ def test_quick_quality_run_prints_the_bracket_of_every_model(bench, tmp_path, ca
     assert set(families) == {"RBM (PCD)", "DBM", "DBN (greedy + up-down)"}, notes
     assert "bracket RAISE" in families["DBM"].diagnostics and "seed 3" in families["DBM"].budget
     assert all(math.isfinite(r.log_likelihood) for r in rows)
+
+
+def _omniglot_available() -> bool:
+    try:
+        from pyrogen.data import load
+
+        load("omniglot", "test", download=False)
+    except Exception:  # noqa: BLE001 -- no data folder on this machine
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _omniglot_available(), reason="needs the Omniglot files")
+def test_quick_omniglot_dbm_run_binarizes_once_and_writes_samples_beside_data(bench, tmp_path):
+    rbm_mod, leaderboard = bench
+    train, test = rbm_mod.quality_data("omniglot")
+    again, _ = rbm_mod.quality_data("omniglot")
+    assert torch.equal(train, again)  # one fixed binarization, whatever the run seed
+    assert set(train.unique().tolist()) == {0.0, 1.0} and train.shape[1] == test.shape[1] == 784
+    # the ink fraction of the binary images is the grey images' mean (Bernoulli draws)
+    from pyrogen.data import load
+
+    grey = load("omniglot", "train").tensor().float()
+    assert float(train.mean()) == pytest.approx(float(grey.mean()), abs=2e-3)
+    args = ["--quality", "--quick", "--dataset", "omniglot", "--models", "dbm", "--samples"]
+    assert rbm_mod.main([*args, "--seed", "3", "--results", str(tmp_path)]) == 0
+    name = "rbm_quality_omniglot_dbm_seed3_smoke"
+    record = json.loads((tmp_path / f"{name}.json").read_text())
+    assert record["dataset"] == "omniglot" and set(record["results"]) == {"dbm"}
+    assert Path(record["results"]["dbm"]["samples"]) == tmp_path / f"{name}_samples.png"
+    assert (tmp_path / f"{name}_samples.png").stat().st_size > 0
+    table = (tmp_path / f"{name}.md").read_text()
+    assert table.startswith("Test NLL on Omniglot") and "Salakhutdinov & Hinton" not in table
+    rows, notes, _ = leaderboard.gather(tmp_path, include_untracked=True)
+    assert [r.dataset for r in rows] == ["Omniglot 28x28 (one fixed binarization)"], notes
+    with pytest.raises(SystemExit):
+        rbm_mod.main(["--quality", "--dataset", "cifar"])
