@@ -267,3 +267,33 @@ def test_whitened_patches_downsample_whiten_cut_and_scale():
         whitened_patches([torch.rand(3, 20, 20)], 5, 10)
     with pytest.raises(ValueError, match="num must be"):
         whitened_patches(images, 0, 10)
+
+
+def test_top_patches_average_the_input_windows_where_a_group_responds_most():
+    from pyrogen.models.cdbn import ConvolutionalDBN
+
+    torch.manual_seed(0)
+    pattern = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    spec = dict(filters=2, filter_size=3, pooling=2, visible_units="gaussian")
+    cdbn = ConvolutionalDBN((1, 12, 12), [spec, dict(filters=3, filter_size=2, pooling=1)])
+    with torch.no_grad():  # group 0 detects the cross, group 1 its negative
+        cdbn.layers[0].weight.copy_(torch.stack([pattern, -pattern])[:, None] * 4.0)
+        cdbn.layers[0].hidden_bias.fill_(-8.0)
+    # one cross per image, at a known place; a shifted copy of the images is what is cropped
+    x = 0.01 * torch.randn(6, 1, 12, 12)
+    places = [(0, 0), (2, 5), (7, 3), (9, 9), (4, 8), (5, 0)]
+    for img, (r, c) in zip(x, places):
+        img[0, r : r + 3, c : c + 3] += pattern
+    top = cdbn.top_patches(x, 0, num=6)
+    assert top.shape == (2, 1, 3, 3)
+    torch.testing.assert_close(top[0, 0], pattern, atol=0.02, rtol=0)  # every cross, aligned
+    crops = cdbn.top_patches(x, 0, num=6, images=x + 5.0)
+    torch.testing.assert_close(crops[0, 0], pattern + 5.0, atol=0.02, rtol=0)
+    # layer 2: fields of 3 + (2 - 1) * 2 = 5 pixels, at stride 2
+    assert cdbn.top_patches(x, 1, num=4).shape == (3, 1, 5, 5)
+    with pytest.raises(ValueError, match="images must have the shape of x"):
+        cdbn.top_patches(x, 0, images=x[:3])
+    with pytest.raises(ValueError, match="layer must be in"):
+        cdbn.top_patches(x, 2)
+    with pytest.raises(ValueError, match="num must be"):
+        cdbn.top_patches(x, 0, num=0)

@@ -453,6 +453,61 @@ class ConvolutionalDBN(nn.Module):
             below = out
         return below
 
+    @torch.no_grad()
+    def top_patches(
+        self,
+        x: torch.Tensor,
+        layer: int,
+        num: int = 20,
+        images: torch.Tensor | None = None,
+        batch_size: int = 50,
+    ) -> torch.Tensor:
+        r"""What each group of layer ``layer`` (0-based) responds to, from data: for every
+        filter :math:`k`, the mean of the ``num`` input windows at the hidden units of group
+        :math:`k` with the largest :math:`\mathbb E[h^k_{ij} \mid x]` over all examples
+        and positions, each window the unit's field in the input space (the
+        :math:`S_l \times S_l` square of :meth:`filters_in_input_space`, at stride
+        :math:`s_{l-1}`, the product of the poolings below). The windows are cut from
+        ``images`` (the same geometry as ``x``: e.g. the faces before whitening, to see the
+        parts) or from ``x``. Shape ``(K_l, C, S_l, S_l)``; a complement to the filter
+        pictures, which show the weights, not the data that drive them.
+
+        :raises ValueError: a bad ``layer`` or ``num``, or ``images`` of another shape.
+        """
+        if not 0 <= layer < len(self.layers):
+            raise ValueError(f"layer must be in 0..{len(self.layers) - 1}, got {layer}")
+        if int(num) != num or num < 1:
+            raise ValueError(f"num must be a positive integer, got {num!r}")
+        first = self.layers[0]
+        x = first._flatten(x)
+        crops = x if images is None else first._flatten(images, "images")
+        if crops.shape != x.shape:
+            raise ValueError(
+                f"images must have the shape of x, {tuple(x.shape)}, got {tuple(crops.shape)}"
+            )
+        crops = crops.reshape(-1, *first.input_shape)
+        part = self.layers[layer]
+        dist = part.distribution(validate_args=False)
+        probs = torch.cat(
+            [
+                dist.hidden_probs(self.up(chunk, layer) if layer > 0 else chunk)[0]
+                for chunk in x.split(batch_size)
+            ]
+        )  # (n, K, N_h, N_w)
+        n, k, nh, nw = probs.shape
+        size = self.filters_in_input_space(layer).shape[-1]
+        stride = math.prod(lower.pooling for lower in self.layers[:layer])
+        top = probs.permute(1, 0, 2, 3).reshape(k, -1).topk(min(int(num), n * nh * nw), -1)
+        out = crops.new_zeros((k, crops.shape[1], size, size))
+        for group, flat in enumerate(top.indices):
+            i, rest = flat // (nh * nw), flat % (nh * nw)
+            rows, cols = (rest // nw) * stride, (rest % nw) * stride
+            for a, r, c in zip(i.tolist(), rows.tolist(), cols.tolist()):
+                window = crops[a, :, r : r + size, c : c + size]
+                out[group, :, : window.shape[1], : window.shape[2]] += window
+            out[group] /= len(flat)
+        return out
+
 
 def filter_images(filters: torch.Tensor) -> torch.Tensor:
     r"""Filters ``(K, C, S, S)`` (or ``(K, S, S)``) as grey images in :math:`[0, 1]` for
