@@ -62,6 +62,15 @@ The former defaults (RBM 100 epochs, DBM 10 + 10 + 20 epochs, 14,500 temperature
 RAISE on that schedule) cost about 75 minutes; the papers' budgets are a flag away
 (``--rbm-epochs``, ``--ais-betas``, ...).
 
+``--dataset omniglot`` trains and scores on Omniglot instead (the lecture's DBM on
+handwritten characters): ``pyrogen.data.load("omniglot")``, the background set (19,280
+images) for training and the evaluation set (13,180) for testing, 28x28 area averages of the
+105x105 drawings, binarized once by a Bernoulli draw with a fixed seed
+(:func:`quality_data`). The resize leaves the strokes grey, so the binary strokes are
+speckled: the numbers are not comparable with Burda et al.'s 28x28 Omniglot split, and no
+published row is printed. ``--samples`` writes the DBM's samples beside training images
+(``results/<name>_samples.png``).
+
 ``--quick`` is a smoke run in seconds (small layers, one epoch each, a few chains), not a
 result: it writes ``*_smoke`` files (tests/test_rbm_benchmark.py runs it). Runs with
 ``--limit`` or ``--test-limit`` write ``*_quick`` results.
