@@ -138,7 +138,7 @@ PUBLISHED = {
 MODES = {
     "default": {
         "draw": {"steps": 16, "latent_dim": 100, "encoder_size": 256, "decoder_size": 256},
-        "minutes": 7.0,
+        "minutes": 30.0,
         "epochs": 100,
         "max_steps": None,
         "batch_size": 100,
@@ -162,7 +162,7 @@ MODES = {
             "language_size": 64,
             "alignment_size": 128,
         },
-        "align_minutes": 6.0,
+        "align_minutes": 20.0,
         "align_test_images": 100,
         "align_is_samples": 100,
         "generated": 400,
@@ -790,6 +790,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {SECTIONS}"
     )
+    parser.add_argument(
+        "--models",
+        default="attention,no_attention",
+        help="the DRAWs of the NLL table, comma-separated, of attention, no_attention",
+    )
     parser.add_argument("--results", default=None, help="results folder (default results/)")
     parser.add_argument("--name", default=None, help="results file name")
     args = parser.parse_args(argv)
@@ -797,6 +802,10 @@ def main(argv=None) -> int:
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"--sections: unknown {bad}; expected some of {SECTIONS}")
+    models = [m for m in args.models.split(",") if m]
+    if not models or any(m not in ("attention", "no_attention") for m in models):
+        raise ValueError(f"--models: expected some of attention, no_attention, got {args.models!r}")
+    args.attention = [m == "attention" for m in models]
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -845,7 +854,7 @@ def _run(args, sections) -> int:
         )
     if "nll" in sections:
         rows = []
-        for attention in (True, False):
+        for attention in args.attention:
             print(f"DRAW {'with' if attention else 'without'} attention:", flush=True)
             model, tr = train_draw(
                 attention,

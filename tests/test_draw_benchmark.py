@@ -219,3 +219,16 @@ def test_stuck_means_no_better_than_the_marginal(bench):
     # is not
     assert bench.is_stuck(205.0, 206.8) and bench.is_stuck(210.0, 206.8)
     assert not bench.is_stuck(124.7, 206.8) and not bench.is_stuck(203.7, 206.8)
+
+
+@pytest.mark.skipif(
+    not _available("binarized_mnist"), reason="binarized MNIST not found (set PYROGEN_DATA)"
+)
+def test_models_option_trains_only_the_named_draws(bench, tmp_path):
+    args = ["--smoke", "--sections", "nll", "--models", "attention", "--results", str(tmp_path)]
+    assert bench.main([*args, "--name", "draw_attention_only"]) == 0
+    record = json.loads((tmp_path / "draw_attention_only.json").read_text())
+    assert [r["attention"] for r in record["nll"]] == [True]
+    assert "speed" not in record and "align_draw" not in record
+    with pytest.raises(ValueError, match="--models"):
+        bench.main(["--smoke", "--models", "attention,recurrent"])
