@@ -31,11 +31,12 @@ def bench():
         sys.path.remove(str(BENCHMARKS))
 
 
-def _mnist_available() -> bool:
+def _available(name: str) -> bool:
+    """Whether data set ``name``'s test split is on this machine (no download)."""
     try:
         from pyrogen.data import load
 
-        load("binarized_mnist", "test", download=False)
+        load(name, "test", download=False)
     except Exception:  # noqa: BLE001 -- no data folder on this machine
         return False
     return True
@@ -112,7 +113,7 @@ def test_brackets_overlap_is_the_interval_test(bench):
     assert not rbm_mod.brackets_overlap(b(-90, -88), b(-86.5, -85), num_stderr=1)
 
 
-@pytest.mark.skipif(not _mnist_available(), reason="binarized MNIST not in PYROGEN_DATA")
+@pytest.mark.skipif(not _available("binarized_mnist"), reason="binarized MNIST not in PYROGEN_DATA")
 def test_quick_quality_run_prints_the_bracket_of_every_model(bench, tmp_path, capsys):
     rbm_mod, leaderboard = bench
     torch.manual_seed(0)
@@ -148,17 +149,7 @@ def test_quick_quality_run_prints_the_bracket_of_every_model(bench, tmp_path, ca
     assert all(math.isfinite(r.log_likelihood) for r in rows)
 
 
-def _omniglot_available() -> bool:
-    try:
-        from pyrogen.data import load
-
-        load("omniglot", "test", download=False)
-    except Exception:  # noqa: BLE001 -- no data folder on this machine
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _omniglot_available(), reason="needs the Omniglot files")
+@pytest.mark.skipif(not _available("omniglot"), reason="needs the Omniglot files")
 def test_quick_omniglot_dbm_run_binarizes_once_and_writes_samples_beside_data(bench, tmp_path):
     rbm_mod, leaderboard = bench
     train, test = rbm_mod.quality_data("omniglot")
