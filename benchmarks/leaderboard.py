@@ -409,7 +409,10 @@ def _draw(record: dict, source: str) -> list[Row]:
                 budget=f"{align.get('steps')} steps, {align.get('train_seconds', 0) / 60:.1f} min",
                 record=record,
                 source=source,
-                extra="" if held is None else f"held-out caption fidelity {held:.2f}",
+                extra=""
+                if held is None
+                else f"held-out caption fidelity {held:.2f}"
+                + ("" if "temperature" not in align else f" (tau = {align['temperature']:g})"),
             )
         )
     return rows

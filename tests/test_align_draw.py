@@ -242,6 +242,32 @@ def test_sample_from_token_ids_and_from_text():
     assert text.sample(captions, mean=True).shape == (2, 36)
 
 
+def test_temperature_zero_draws_each_z_at_the_learned_priors_mean():
+    """With temperature=0 the images do not depend on the seed, and replaying the
+    (untempered) model on the z_t drawn shows each z_t equal to the mean of the learned
+    prior p(z_t | y, z_<t) at its step."""
+    from pyrogen.models.draw import _TemperedLatents
+
+    m = AlignDRAW(16, **TINY)
+    context = (TOKENS, LENGTHS)
+    pyro.set_rng_seed(0)
+    a = m.sample(TOKENS, lengths=LENGTHS, mean=True, temperature=0)
+    pyro.set_rng_seed(1)
+    b = m.sample(TOKENS, lengths=LENGTHS, mean=True, temperature=0)
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        with poutine.trace() as tr, _TemperedLatents(0):
+            m.model(None, num_samples=4, context=context)
+        zs = {f"z_{t}": tr.trace.nodes[f"z_{t}"]["value"] for t in range(1, 4)}
+        with poutine.trace() as replay, poutine.condition(data=zs):
+            m.model(None, num_samples=4, context=context)
+    for name, z in zs.items():
+        torch.testing.assert_close(z, replay.trace.nodes[name]["fn"].base_dist.loc)
+    pyro.set_rng_seed(2)
+    c = m.sample(TOKENS, lengths=LENGTHS, mean=True, temperature=0.5)
+    assert (c - a).abs().amax() > 1e-4
+
+
 @pytest.fixture(scope="module")
 def synthetic():
     """40 captions of one word, 0 or 1, and 4x4 images: word 0 lights the left half,

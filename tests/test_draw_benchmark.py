@@ -208,9 +208,16 @@ def test_smoke_run_writes_every_table(bench, tmp_path):
     assert fid["seen"]["num_images"] == fid["held_out"]["num_images"] == 4
     assert 0 <= fid["held_out"]["match"] <= 1
     assert set(align["classifier_real_test"]) == {"all", "seen", "held_out"}
+    # fidelity at each temperature, the first the headline one
+    temps = align["fidelity_by_temperature"]
+    assert [f["temperature"] for f in temps] == [0.0, 1.0] and align["temperature"] == 0.0
+    assert temps[0]["groups"] == fid
+    assert all(f["held_out_met"] == (f["groups"]["held_out"]["match"] >= 0.7) for f in temps)
     table = (tmp_path / "draw_smoke.md").read_text()
     assert "| DRAW, attention |" in table and "80.97" in table and "87.40" in table
     assert "hand-written (ms)" in table and "held_out (4)" in table
+    assert "Temperature tau = 0:" in table and "Temperature tau = 1:" in table
+    assert table.count("Target (issue 11): held-out match >= 0.7 at tau = ") == 2
     assert "pixel marginal" in table and math.isfinite(record["marginal"]["nll"])
 
 

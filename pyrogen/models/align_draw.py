@@ -272,6 +272,7 @@ class AlignDRAW(DRAW):
         lengths: torch.Tensor | None = None,
         context: Any = None,
         mean: bool = False,
+        temperature: float = 1.0,
         return_canvases: bool = False,
         return_alignments: bool = False,
     ):
@@ -283,6 +284,9 @@ class AlignDRAW(DRAW):
             is accepted too.
         :param lengths: ``(B,)`` caption lengths; default the ids before the first padding.
         :param bool mean: return the pixel means :math:`\sigma(c_T)` instead of draws.
+        :param float temperature: :math:`\tau`, the factor on the learned prior's standard
+            deviations (:meth:`DRAW.sample <pyrogen.models.draw.DRAW.sample>`); 0 follows
+            the prior's means, the most likely drawing of each caption.
         :param bool return_canvases: also return :math:`\sigma(c_t)` after every step,
             ``(steps, B, num_features)``.
         :param bool return_alignments: also return the alignment weights of every step,
@@ -310,7 +314,11 @@ class AlignDRAW(DRAW):
         self.__dict__["_alignments"] = alignments if return_alignments else None
         try:
             out = super().sample(
-                num_samples, context=captions, mean=mean, return_canvases=return_canvases
+                num_samples,
+                context=captions,
+                mean=mean,
+                temperature=temperature,
+                return_canvases=return_canvases,
             )
         finally:
             self.__dict__["_alignments"] = None

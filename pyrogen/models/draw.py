@@ -80,6 +80,7 @@ from :math:`h^{dec}_{t-1}`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +90,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import pyro_method
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pyrogen.distributions import IndependentBernoulli
@@ -102,6 +104,25 @@ __all__ = ["DRAW", "lstm_step"]
 
 PRIORS = ("standard", "learned")
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class _TemperedLatents(Messenger):
+    r"""Replaces every unobserved :math:`z_t` site's :math:`\mathcal N(\mu, \sigma^2)` by
+    :math:`\mathcal N(\mu, \tau^2\sigma^2)`, and by a point mass at :math:`\mu` when
+    :math:`\tau = 0` (used by :meth:`DRAW.sample`)."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or not msg["name"].startswith("z_"):
+            return
+        normal = msg["fn"].base_dist
+        if self.temperature == 0.0:
+            msg["fn"] = dist.Delta(normal.loc, event_dim=1)
+        else:
+            msg["fn"] = dist.Normal(normal.loc, self.temperature * normal.scale).to_event(1)
 
 
 def lstm_step(
@@ -451,20 +472,37 @@ class DRAW(GenerativeModel):
         *,
         context: Any = None,
         mean: bool = False,
+        temperature: float = 1.0,
         return_canvases: bool = False,
     ):
         r"""``(num_samples, num_features)`` draws of :math:`x`, or with ``mean=True`` the
         mean of :math:`D(x \mid c_T)` (pixel probabilities :math:`\sigma(c_T)`).
 
+        ``temperature`` :math:`\tau \ge 0` scales the prior's standard deviations: each
+        :math:`z_t` is drawn from :math:`\mathcal N(\mu_t, \tau^2 \sigma_t^2)` instead of
+        :math:`p(z_t \mid h^{dec}_{t-1}) = \mathcal N(\mu_t, \sigma_t^2)`. The default
+        :math:`\tau = 1` samples the model; :math:`\tau < 1` trades variety for typical
+        images, and :math:`\tau = 0` follows the prior's means (for DRAW's standard prior,
+        :math:`z_t = 0`; for alignDRAW's learned prior, the most likely path given the
+        caption), so that only ``mean=False``'s pixel draws remain random.
+
         With ``return_canvases=True`` returns ``(samples, canvases)``, ``canvases`` of shape
         ``(steps, num_samples, num_features)``: :math:`\sigma(c_t)` after every step
         :math:`t = 1, \dots, T` (the last equals the mean of the samples' distribution).
         """
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not math.isfinite(temperature)
+            or temperature < 0
+        ):
+            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
         self._encode_context(context, int(num_samples))  # validates context
         record: list[torch.Tensor] = []
         self.__dict__["_record"] = record if return_canvases else None
+        tempered = _TemperedLatents(temperature) if temperature != 1 else contextlib.nullcontext()
         try:
-            with poutine.block(), poutine.trace() as tr:
+            with poutine.block(), poutine.trace() as tr, tempered:
                 logits = self.model(None, num_samples=int(num_samples), context=context)
         finally:
             self.__dict__["_record"] = None
