@@ -239,3 +239,20 @@ def test_models_option_trains_only_the_named_draws(bench, tmp_path):
     assert "speed" not in record and "align_draw" not in record
     with pytest.raises(ValueError, match="--models"):
         bench.main(["--smoke", "--models", "attention,recurrent"])
+
+
+@pytest.mark.skipif(
+    not _available("binarized_mnist"), reason="binarized MNIST not found (set PYROGEN_DATA)"
+)
+def test_each_draw_trains_for_its_own_budget(bench, tmp_path):
+    """--minutes sets both DRAWs' budgets, --no-attention-minutes then the second's; the
+    default mode gives the attentive DRAW the longer budget and says so."""
+    assert bench._minutes({"minutes": 2.0}, False) == 2.0
+    default = bench.MODES["default"]
+    assert bench._minutes(default, True) > bench._minutes(default, False)
+    args = ["--smoke", "--sections", "nll", "--minutes", "0.01", "--results", str(tmp_path)]
+    assert bench.main([*args, "--no-attention-minutes", "0.02", "--name", "budgets"]) == 0
+    record = json.loads((tmp_path / "budgets.json").read_text())
+    budgets = {r["attention"]: r["train"]["budget_minutes"] for r in record["nll"]}
+    assert budgets == {True: 0.01, False: 0.02}
+    assert "0.01 min of training for DRAW with attention, 0.02 without" in record["budget"]
