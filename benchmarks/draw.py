@@ -64,8 +64,8 @@ classifier (:func:`~pyrogen.models.caption_fidelity.caption_classifier`, whose s
 the real test images are printed as its ceiling). The images are generated at each
 temperature of ``align_temperatures`` (:meth:`pyrogen.models.AlignDRAW.sample`:
 :math:`z_t \sim \mathcal N(\mu_t, \tau^2\sigma_t^2)` under the learned prior), by default
-:math:`\tau = 0` (the prior's means, the most likely drawing of each caption; the headline
-row) and :math:`\tau = 1` (samples of the model). Target in issue 11: at least 0.70 of the
+:math:`\tau = 0` (each :math:`z_t` at the prior's mean, a typical drawing of each caption;
+the headline row) and :math:`\tau = 1` (samples of the model). Target in issue 11: at least 0.70 of the
 held-out images match every attribute of their caption.
 
 Modes: default (the CPU budget in minutes per model, :math:`T` and the widths of
@@ -786,7 +786,7 @@ def align_markdown(a: dict) -> str:
         "captions (half held-out compositions), read by the caption classifier. The latent "
         "z_t are drawn from N(mu_t, (tau sigma_t)^2), the learned prior's mean and scale "
         "at temperature tau: tau = 1 samples the model, tau = 0 follows the prior's means "
-        "(the most likely drawing of each caption).",
+        "(a typical drawing of each caption).",
         "",
     ]
     for f in a.get("fidelity_by_temperature") or [

@@ -286,7 +286,7 @@ class AlignDRAW(DRAW):
         :param bool mean: return the pixel means :math:`\sigma(c_T)` instead of draws.
         :param float temperature: :math:`\tau`, the factor on the learned prior's standard
             deviations (:meth:`DRAW.sample <pyrogen.models.draw.DRAW.sample>`); 0 follows
-            the prior's means, the most likely drawing of each caption.
+            the prior's means, step after step: a typical drawing of each caption.
         :param bool return_canvases: also return :math:`\sigma(c_t)` after every step,
             ``(steps, B, num_features)``.
         :param bool return_alignments: also return the alignment weights of every step,

@@ -483,8 +483,10 @@ class DRAW(GenerativeModel):
         :math:`p(z_t \mid h^{dec}_{t-1}) = \mathcal N(\mu_t, \sigma_t^2)`. The default
         :math:`\tau = 1` samples the model; :math:`\tau < 1` trades variety for typical
         images, and :math:`\tau = 0` follows the prior's means (for DRAW's standard prior,
-        :math:`z_t = 0`; for alignDRAW's learned prior, the most likely path given the
-        caption), so that only ``mean=False``'s pixel draws remain random.
+        :math:`z_t = 0`; for alignDRAW's learned prior, each :math:`z_t` at the mean of
+        :math:`p(z_t \mid y, z_{<t})` given the means before it, a greedy mode-seeking
+        path rather than the joint mode), so that only ``mean=False``'s pixel draws remain
+        random.
 
         With ``return_canvases=True`` returns ``(samples, canvases)``, ``canvases`` of shape
         ``(steps, num_samples, num_features)``: :math:`\sigma(c_t)` after every step
