@@ -65,8 +65,8 @@ the real test images are printed as its ceiling). The images are generated at ea
 temperature of ``align_temperatures`` (:meth:`pyrogen.models.AlignDRAW.sample`:
 :math:`z_t \sim \mathcal N(\mu_t, \tau^2\sigma_t^2)` under the learned prior), by default
 :math:`\tau = 0` (each :math:`z_t` at the prior's mean, a typical drawing of each caption;
-the headline row) and :math:`\tau = 1` (samples of the model). Target in issue 11: at least 0.70 of the
-held-out images match every attribute of their caption.
+the headline row) and :math:`\tau = 1` (samples of the model). Target in issue 11: at
+least 0.70 of the held-out images match every attribute of their caption.
 
 Modes: default (the CPU budget in minutes per model, :math:`T` and the widths of
 :data:`MODES` ``"default"``, one torch thread), ``--paper`` (Gregor et al.'s and Mansimov
