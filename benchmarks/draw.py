@@ -789,9 +789,7 @@ def align_markdown(a: dict) -> str:
         "(a typical drawing of each caption).",
         "",
     ]
-    for f in a.get("fidelity_by_temperature") or [
-        {"temperature": 1.0, "markdown": a["fidelity_markdown"], "held_out_met": a["held_out_met"]}
-    ]:
+    for f in a["fidelity_by_temperature"]:
         lines += [f"Temperature tau = {f['temperature']:g}:", "", f["markdown"], ""]
     lines += [
         "The classifier on the real test images with their own captions (its ceiling):",
@@ -805,9 +803,7 @@ def align_markdown(a: dict) -> str:
         ),
         "",
     ]
-    for f in a.get("fidelity_by_temperature") or [
-        {"temperature": 1.0, "held_out_met": a["held_out_met"]}
-    ]:
+    for f in a["fidelity_by_temperature"]:
         met = f["held_out_met"]
         lines.append(
             f"Target (issue 11): held-out match >= {FIDELITY_TARGET} at tau = "
