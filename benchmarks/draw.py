@@ -158,8 +158,8 @@ MODES = {
         "test_images": 100,
         "is_samples": 250,
         "is_batch": 10,
-        "speed_rounds": 5,
-        "speed_steps": 2,
+        "speed_rounds": 15,
+        "speed_steps": 3,
         "align": {
             "steps": 8,
             "latent_dim": 50,
@@ -544,7 +544,7 @@ def speed_table(x: torch.Tensor, cfg: dict, seed: int, device: str = "cpu") -> l
             },
             cfg["speed_steps"],
             cfg["speed_rounds"],
-            warmup=1,
+            warmup=min(3, cfg["speed_steps"]),
         )
         ratio = statistics.median(a / b for a, b in zip(times["pyrogen"], times["hand"]))
         rows.append(

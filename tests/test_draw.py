@@ -460,3 +460,54 @@ def test_decoder_states_are_recomputed_when_the_guides_cannot_be_used(float64):
     assert n == 0
     clone = copy.deepcopy(m)
     assert not clone._decoder_record.steps and m._decoder_record.steps
+
+
+def test_lstm_step_matches_the_cell_with_and_without_broadcasting(float64):
+    """The 2-D fast path is the cell written out; particle-shaped inputs ``(K, B, .)``
+    against a shared ``(B, .)`` state give, particle by particle, the 2-D result."""
+    cell = torch.nn.LSTMCell(3, 4)
+    u, h, c = torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 4)
+    for got, want in zip(lstm_step(cell, u, (h, c)), _lstm_by_hand(cell, u, h, c)):
+        torch.testing.assert_close(got, want)
+    us = torch.randn(2, 5, 3)
+    h2, c2 = lstm_step(cell, us, (h, c))
+    assert h2.shape == c2.shape == (2, 5, 4)
+    for k in range(2):
+        for got, want in zip((h2[k], c2[k]), _lstm_by_hand(cell, us[k], h, c)):
+            torch.testing.assert_close(got, want)
+
+
+class _ParamCounter(poutine.messenger.Messenger):
+    def __init__(self):
+        super().__init__()
+        self.counts = {}
+
+    def _pyro_param(self, msg):
+        self.counts[msg["name"]] = self.counts.get(msg["name"], 0) + 1
+
+
+@pytest.mark.parametrize("prior", ["standard", "learned"])
+def test_each_call_registers_every_parameter_once_and_every_trace_sees_them(prior):
+    """Model and guide fetch each network through Pyro once per call, not once per step
+    (the decoder, the writer and the learned prior are used at every step), and a second
+    trace still records every parameter as a param site."""
+    m = DRAW(16, **TINY, prior=prior)
+    m.reuse_decoder_states = False  # the model runs its own decoder
+    x = _binary(4, 16)
+    for fn in (m.guide, m.model):
+        counter = _ParamCounter()
+        with counter:
+            fn(x)
+        decoder = [n for n in counter.counts if "decoder$$$" in n]
+        assert len(decoder) == 4, counter.counts  # weight_ih, weight_hh and both biases
+        assert set(counter.counts.values()) == {1}, counter.counts
+    guide_params = {n for n, _ in m.named_parameters() if not n.startswith("prior_net")}
+    for _ in range(2):
+        tr = poutine.trace(m.guide).get_trace(x)
+        seen = {
+            site["name"].split(".", 1)[1].replace("$$$", ".")
+            for site in tr.nodes.values()
+            if site["type"] == "param"
+        }
+        assert seen == guide_params
+    assert m.__dict__.get("_fetched") is None  # the scope ends with the call

@@ -132,6 +132,8 @@ def lstm_step(
     ``inputs`` ``(..., input_size)`` and the state's ``(h, c)`` ``(..., hidden_size)``
     broadcast against each other; returns the new ``(h, c)`` with the broadcast shape."""
     h, c = state
+    if inputs.dim() == 2 and inputs.shape[0] == h.shape[0] == c.shape[0] and h.dim() == 2:
+        return cell(inputs, (h, c))  # the common case, without broadcasting
     lead = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1], c.shape[:-1])
     flat = [t.expand(*lead, t.shape[-1]).reshape(-1, t.shape[-1]) for t in (inputs, h, c)]
     h, c = cell(flat[0], (flat[1], flat[2]))
@@ -285,6 +287,33 @@ class DRAW(GenerativeModel):
         # outside the module's state (not a buffer, not copied); see _DecoderRecord
         self.__dict__["_decoder_record"] = _DecoderRecord()
 
+    def _observed(self, name: str):
+        """As :meth:`GenerativeModel._observed`, fetched once per call of model or guide
+        (:meth:`_one_fetch`): reading a submodule through Pyro registers all its
+        parameters, and the decoder, the writer, the alignment and the prior are used at
+        every one of the :math:`T` steps."""
+        memo = self.__dict__.get("_fetched")
+        if memo is None:
+            return super()._observed(name)
+        found = memo.get(name)
+        if found is None:
+            found = memo[name] = super()._observed(name)
+        return found
+
+    @contextlib.contextmanager
+    def _one_fetch(self):
+        """Within it, :meth:`_observed` returns what it returned the first time for each
+        name (one call of model or guide: one set of Pyro handlers). Re-entrant: an inner
+        scope shares the outer one's fetches."""
+        if self.__dict__.get("_fetched") is not None:
+            yield
+            return
+        self.__dict__["_fetched"] = {}
+        try:
+            yield
+        finally:
+            self.__dict__["_fetched"] = None
+
     def _parameter_versions(self) -> tuple[int, ...]:
         """In-place version counters of all parameters: an optimiser step between a guide
         call and the model's replay invalidates the guide's decoder record."""
@@ -349,6 +378,9 @@ class DRAW(GenerativeModel):
 
     @staticmethod
     def _concat(*tensors: torch.Tensor) -> torch.Tensor:
+        first = tensors[0].shape[:-1]
+        if all(t.shape[:-1] == first for t in tensors[1:]):
+            return torch.cat(tensors, dim=-1)
         lead = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
         return torch.cat([t.expand(*lead, t.shape[-1]) for t in tensors], dim=-1)
 
@@ -386,6 +418,10 @@ class DRAW(GenerativeModel):
         :returns: the final canvas :math:`c_T` flattened, ``(..., batch, num_features)``
             (the Bernoulli logits).
         """
+        with self._one_fetch():
+            return self._model(x, num_samples, context)
+
+    def _model(self, x, num_samples, context) -> torch.Tensor:
         if x is None:
             if num_samples is None:
                 raise ValueError("model(x=None) needs num_samples")
@@ -414,6 +450,10 @@ class DRAW(GenerativeModel):
     ) -> torch.Tensor:
         r"""The encoder :math:`q(z_{1:T} \mid x) = \prod_t q(z_t \mid x, z_{<t})` (see module
         docs); returns the final canvas, flattened."""
+        with self._one_fetch():
+            return self._guide(x, context)
+
+    def _guide(self, x, context) -> torch.Tensor:
         x = self._data(x)
         batch = x.shape[0]
         image = x.reshape(batch, *self.canvas_shape)
