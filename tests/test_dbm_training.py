@@ -172,7 +172,9 @@ def test_stage_lengths_in_epochs_come_from_the_engine():
 
 def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelihood():
     # digits with a DBM small enough for exact log p(v): greedy pre-training then joint
-    # training (seeded); the exact test log-likelihood rises above the initial model's.
+    # training (seed 0); the exact test log-likelihood rises by more than 1 nat above the
+    # initial model's. After 25 epochs the rise was 0.76 to 3.06 nats over seeds 0-5 on
+    # one CPU (and passed on another at seed 0); after 50 epochs it is 1.6 to 2.9.
     x, test = load("digits", "train").data, load("digits", "test").data
     fam = get_family("dbm")
     cfg = fam.config(hidden=(12, 6), pretrain_epochs=5, chains=50)
@@ -180,7 +182,7 @@ def test_dbm_family_pretrains_then_trains_jointly_and_improves_the_exact_likelih
     module = fam.build(cfg, DataInfo(64, (8, 8), x.mean(0)))
     before = module.distribution().log_prob(test).mean().item()
     learner = fam.learner(module, cfg, 1e-3)
-    train(learner, x, epochs=25, batch_size=100, progress=False)
+    train(learner, x, epochs=50, batch_size=100, progress=False)
     assert learner.stage == "joint" and learner.steps_per_epoch == 13
     after = module.distribution().log_prob(test).mean().item()
     assert after > before + 1.0, (before, after)
