@@ -73,7 +73,11 @@ Modes: default (the CPU budget in minutes per model, :math:`T` and the widths of
 et al.'s settings, :math:`K = 5000` on all 10,000 test images; days on a CPU),
 ``--smoke`` (seconds; tiny networks, for CI). Results go to
 ``benchmarks/results/draw[_smoke|_paper].{json,md}`` (``--results`` elsewhere); the
-estimates are :meth:`pyrogen.evaluate.LogLikelihood.to_dict` records.
+estimates are :meth:`pyrogen.evaluate.LogLikelihood.to_dict` records. ``--figures DIR``
+also writes pictures to look at beside the numbers: 64 samples of each DRAW
+(``draw_attention_samples.png``, ``draw_no_attention_samples.png``) and, at each
+temperature, 8 held-out and 8 seen images generated for the fidelity table with their
+captions and the classifier's verdict (``align_draw_tau0.png``, ``align_draw_tau1.png``).
 
 **References**
 
@@ -572,9 +576,83 @@ class _BudgetSpent(Exception):
     """Raised by the training callback when the wall-clock budget is spent."""
 
 
-def align_draw_section(cfg: dict, seed: int, device: str, mode: str, log=print) -> dict:
+def draw_samples_figure(model, path, seed: int, num: int = 64) -> str:
+    r"""Write ``num`` samples of ``model`` (pixel means :math:`\sigma(c_T)`, 28 x 28) as a
+    grid to ``path``; returns the path."""
+    from pyrogen.plotting import save_image_grid
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        images = model.sample(num, mean=True).float().cpu()
+    return save_image_grid(images, path, (28, 28), nrow=8, scale=0.5)
+
+
+def fidelity_verdicts(fidelity) -> list[str]:
+    """Per image of a :class:`~pyrogen.models.caption_fidelity.CaptionFidelity`: ``"match"``
+    when the classifier read every attribute as the caption says, else ``"wrong: "`` and
+    the attributes it read otherwise."""
+    n = fidelity.correct["match"].numel()
+    out = []
+    for i in range(n):
+        wrong = [a for a in fidelity.attributes if not bool(fidelity.correct[a][i])]
+        out.append("match" if not wrong else "wrong: " + ", ".join(wrong))
+    return out
+
+
+def fidelity_figure(images, test, picked, fidelity, path, title: str, per_group: int = 8) -> str:
+    """Write the first ``per_group`` held-out and seen generated images (two rows each)
+    with their captions and the classifier's verdict (the attributes it read wrongly,
+    else "match") to ``path``; returns the path."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    flags = fidelity.flags
+    verdicts = fidelity_verdicts(fidelity)
+    rows = []
+    for held in (True, False):
+        where = torch.nonzero(flags == held).squeeze(1)[:per_group].tolist()
+        rows.append((held, where))
+    cols = max(1, (per_group + 1) // 2)
+    lines = [max(1, math.ceil(len(where) / cols)) for _, where in rows]
+    fig, axes = plt.subplots(
+        sum(lines), cols, figsize=(2.0 * cols, 2.5 * sum(lines) + 0.4), squeeze=False
+    )
+    for block, (held, where) in enumerate(rows):
+        first = sum(lines[:block])
+        for k in range(lines[block] * cols):
+            ax = axes[first + k // cols, k % cols]
+            ax.set_xticks([]), ax.set_yticks([])
+            if k >= len(where):
+                ax.axis("off")
+                continue
+            i = where[k]
+            ax.imshow(1 - images[i].reshape(60, 60).numpy(), cmap="gray", vmin=0, vmax=1)
+            verdict = verdicts[i]
+            caption = test.describe(int(picked[i])).replace(" .", "")
+            ax.set_title(
+                "\n".join(textwrap.wrap(caption, 24) + textwrap.wrap(f"[{verdict}]", 26)),
+                fontsize=7,
+                color="black" if verdict == "match" else "firebrick",
+            )
+        axes[first, 0].set_ylabel("held-out" if held else "seen", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def align_draw_section(
+    cfg: dict, seed: int, device: str, mode: str, log=print, figures: str | None = None
+) -> dict:
     """Train alignDRAW through :class:`pyrogen.runs.Run` for the budget, score it on test
-    pairs and measure the caption fidelity of images generated from test captions."""
+    pairs and measure the caption fidelity of images generated from test captions (with
+    ``figures``, a folder: a picture of the generated images at each temperature)."""
     from pyrogen.models.caption_fidelity import caption_classifier, caption_fidelity
     from pyrogen.runs import Run, RunConfig
 
@@ -629,7 +707,7 @@ def align_draw_section(cfg: dict, seed: int, device: str, mode: str, log=print) 
         if mode == "smoke":  # a throwaway classifier, not cached beside the real one
             options["cache"] = tmp
         classifier = caption_classifier(seed=0, device=device, **options)
-    by_temperature = {}
+    by_temperature, pictures = {}, []
     for temperature in cfg["align_temperatures"]:
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -639,6 +717,18 @@ def align_draw_section(cfg: dict, seed: int, device: str, mode: str, log=print) 
         by_temperature[temperature] = caption_fidelity(
             images.cpu(), captions, classifier, held_out=held
         )
+        if figures:
+            pictures.append(
+                fidelity_figure(
+                    images.cpu(),
+                    test,
+                    picked,
+                    by_temperature[temperature],
+                    Path(figures) / f"align_draw_tau{temperature:g}.png",
+                    f"alignDRAW from test captions, temperature {temperature:g} "
+                    f"({steps} training steps)",
+                )
+            )
     fidelity = by_temperature[cfg["align_temperatures"][0]]
     real = {g: _group_dict(v) for g, v in classifier.test_fidelity.items()}
     return {
@@ -666,6 +756,7 @@ def align_draw_section(cfg: dict, seed: int, device: str, mode: str, log=print) 
         "generated": int(len(picked)),
         "held_out_target": FIDELITY_TARGET,
         "held_out_met": _met(fidelity),
+        "figures": pictures,
     }
 
 
@@ -847,6 +938,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--results", default=None, help="results folder (default results/)")
     parser.add_argument("--name", default=None, help="results file name")
+    parser.add_argument(
+        "--figures",
+        default=None,
+        help="folder for PNGs: each DRAW's samples, alignDRAW's images at each temperature",
+    )
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     bad = [s for s in sections if s not in SECTIONS]
@@ -934,6 +1030,11 @@ def _run(args, sections) -> int:
             )
             scores = score_draw(model, test.to(args.device), cfg, args.seed)
             row = {"attention": attention, "train": tr, **scores}
+            if args.figures:
+                tag = "attention" if attention else "no_attention"
+                row["figure"] = draw_samples_figure(
+                    model, Path(args.figures) / f"draw_{tag}_samples.png", args.seed
+                )
             row["extrapolation_to_90"] = extrapolate(tr["curve"])
             rows.append(row)
             ok &= math.isfinite(scores["importance"]["log_likelihood"])
@@ -982,7 +1083,7 @@ def _run(args, sections) -> int:
         print("\n" + speed_text + "\n", flush=True)
         text_parts.append(speed_text)
     if "align" in sections:
-        align = align_draw_section(cfg, args.seed, args.device, mode)
+        align = align_draw_section(cfg, args.seed, args.device, mode, figures=args.figures)
         record["align_draw"] = align
         ok &= math.isfinite(align["importance"]["log_likelihood"])
         align_text = align_markdown(align)

@@ -180,7 +180,8 @@ def test_extrapolation_solves_a_log_linear_curve(bench):
     reason="binarized MNIST / MNIST not found (set PYROGEN_DATA)",
 )
 def test_smoke_run_writes_every_table(bench, tmp_path):
-    assert bench.main(["--smoke", "--results", str(tmp_path)]) == 0
+    figures = tmp_path / "figures"
+    assert bench.main(["--smoke", "--results", str(tmp_path), "--figures", str(figures)]) == 0
     record = json.loads((tmp_path / "draw_smoke.json").read_text())
     assert record["mode"] == "smoke"
     rows = record["nll"]
@@ -219,6 +220,35 @@ def test_smoke_run_writes_every_table(bench, tmp_path):
     assert "Temperature tau = 0:" in table and "Temperature tau = 1:" in table
     assert table.count("Target (issue 11): held-out match >= 0.7 at tau = ") == 2
     assert "pixel marginal" in table and math.isfinite(record["marginal"]["nll"])
+    # --figures: each DRAW's samples and alignDRAW's images at each temperature, as PNGs
+    from PIL import Image
+
+    pictures = [r["figure"] for r in rows] + align["figures"]
+    assert [Path(p).name for p in pictures] == [
+        "draw_attention_samples.png",
+        "draw_no_attention_samples.png",
+        "align_draw_tau0.png",
+        "align_draw_tau1.png",
+    ]
+    for p in pictures:
+        with Image.open(p) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_fidelity_verdicts_name_the_attributes_read_wrongly(bench):
+    from pyrogen.models.caption_fidelity import _score
+
+    attributes = ("count", "first", "second", "position")
+    expected = {a: torch.tensor([1, 2, 3]) for a in attributes}
+    predicted = {a: torch.tensor([1, 2, 3]) for a in attributes}
+    predicted["first"] = torch.tensor([1, 0, 3])
+    predicted["position"] = torch.tensor([1, 0, 0])
+    fidelity = _score(predicted, expected, attributes, torch.tensor([True, False, True]))
+    assert bench.fidelity_verdicts(fidelity) == [
+        "match",
+        "wrong: first, position",
+        "wrong: position",
+    ]
 
 
 def test_stuck_means_no_better_than_the_marginal(bench):
