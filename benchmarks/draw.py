@@ -602,7 +602,8 @@ def fidelity_verdicts(fidelity) -> list[str]:
 def fidelity_figure(images, test, picked, fidelity, path, title: str, per_group: int = 8) -> str:
     """Write the first ``per_group`` held-out and seen generated images (two rows each)
     with their captions and the classifier's verdict (the attributes it read wrongly,
-    else "match") to ``path``; returns the path."""
+    else "match"; :mod:`pyrogen.models.caption_fidelity` defines them: ``first`` is the
+    left or top digit in the image) to ``path``; returns the path."""
     import textwrap
 
     import matplotlib
@@ -639,7 +640,11 @@ def fidelity_figure(images, test, picked, fidelity, path, title: str, per_group:
                 color="black" if verdict == "match" else "firebrick",
             )
         axes[first, 0].set_ylabel("held-out" if held else "seen", fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(
+        title + "\n(the classifier's attributes: first = the left or top digit in the image, "
+        "second = the right or bottom one)",
+        fontsize=9,
+    )
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
