@@ -611,6 +611,10 @@ def fidelity_figure(images, test, picked, fidelity, path, title: str, per_group:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from pyrogen.plotting import image_grid
+
+    shape = tuple(test.image_shape)
+    colour = len(shape) == 3 and shape[0] == 3
     flags = fidelity.flags
     verdicts = fidelity_verdicts(fidelity)
     rows = []
@@ -631,7 +635,8 @@ def fidelity_figure(images, test, picked, fidelity, path, title: str, per_group:
                 ax.axis("off")
                 continue
             i = where[k]
-            ax.imshow(1 - images[i].reshape(60, 60).numpy(), cmap="gray", vmin=0, vmax=1)
+            picture = image_grid(images[i], shape if colour else shape[-2:], pad=0)
+            ax.imshow(picture if colour else 1 - picture, cmap="gray", vmin=0, vmax=1)
             verdict = verdicts[i]
             caption = test.describe(int(picked[i])).replace(" .", "")
             ax.set_title(

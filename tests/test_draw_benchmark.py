@@ -236,14 +236,21 @@ def test_smoke_run_writes_every_table(bench, tmp_path):
 
 
 def test_fidelity_verdicts_name_the_attributes_read_wrongly(bench):
-    from pyrogen.models.caption_fidelity import _score
+    from pyrogen.models.caption_fidelity import caption_fidelity
 
-    attributes = ("count", "first", "second", "position")
-    expected = {a: torch.tensor([1, 2, 3]) for a in attributes}
-    predicted = {a: torch.tensor([1, 2, 3]) for a in attributes}
-    predicted["first"] = torch.tensor([1, 0, 3])
-    predicted["position"] = torch.tensor([1, 0, 0])
-    fidelity = _score(predicted, expected, attributes, torch.tensor([True, False, True]))
+    class Reader:  # a classifier that reads the first and the position wrongly, as set here
+        attributes = ("count", "first", "second", "position")
+
+        def predict(self, images, batch_size=500):
+            return {**said, "first": torch.tensor([1, 0, 3]), "position": torch.tensor([1, 0, 0])}
+
+    said = {  # what the captions say, as the attributes' classes
+        "count": torch.tensor([1, 1, 1]),  # two digits each
+        "first": torch.tensor([1, 2, 3]),
+        "second": torch.tensor([4, 5, 6]),
+        "position": torch.tensor([1, 2, 3]),
+    }
+    fidelity = caption_fidelity(torch.zeros(3, 3600), said, Reader())
     assert bench.fidelity_verdicts(fidelity) == [
         "match",
         "wrong: first, position",
