@@ -721,16 +721,16 @@ def align_draw_section(
     for temperature in cfg["align_temperatures"]:
         torch.manual_seed(seed)
         with torch.no_grad():
-            images = model.sample(
-                captions.to(ref.device), mean=True, temperature=temperature
-            ).float()
-        by_temperature[temperature] = caption_fidelity(
-            images.cpu(), captions, classifier, held_out=held
-        )
+            images = (
+                model.sample(captions.to(ref.device), mean=True, temperature=temperature)
+                .float()
+                .cpu()
+            )
+        by_temperature[temperature] = caption_fidelity(images, captions, classifier, held_out=held)
         if figures:
             pictures.append(
                 fidelity_figure(
-                    images.cpu(),
+                    images,
                     test,
                     picked,
                     by_temperature[temperature],
